@@ -1,0 +1,5 @@
+import sys
+
+from daxd.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""What the kernel tells: sysfs access and the observed state of DAX devices and memory blocks."""

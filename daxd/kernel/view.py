@@ -1,0 +1,65 @@
+"""How an operator would describe a device's observed state, in one place for CLI, log and D-Bus."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from daxd.kernel.model import DRIVER_DEVDAX, DRIVER_KMEM, DaxDevice, MemoryBlock
+
+
+def observed_mode(device: DaxDevice) -> str:
+    """devdax / system-ram / unbound / other:<driver> (never assume "not kmem" means devdax)."""
+    if device.driver == DRIVER_KMEM:
+        return "system-ram"
+    if device.driver == DRIVER_DEVDAX:
+        return "devdax"
+    if device.driver is None:
+        return "unbound"
+    return f"other:{device.driver}"
+
+
+def zone_word(kernel_zone: str | None) -> str:
+    if kernel_zone is None:
+        return ""
+    return "movable" if kernel_zone == "Movable" else kernel_zone.lower()
+
+
+def observed_zone(blocks: tuple[MemoryBlock, ...]) -> str:
+    """The zone of the online blocks: movable / normal / mixed / "" when none is online."""
+    zones = {zone_word(b.zone) or "none" for b in blocks if b.online}
+    if not zones:
+        return ""
+    if len(zones) == 1:
+        return zones.pop()
+    return "mixed"
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    name: str
+    provider: str
+    size: int
+    mode: str
+    driver: str
+    zone: str
+    memmap_on_memory: bool | None
+    blocks_online: int
+    blocks_total: int
+    numa_node: int | None
+    target_node: int | None
+
+
+def view(device: DaxDevice, blocks: tuple[MemoryBlock, ...]) -> DeviceView:
+    return DeviceView(
+        name=device.name,
+        provider=str(device.provider),
+        size=device.size,
+        mode=observed_mode(device),
+        driver=device.driver or "",
+        zone=observed_zone(blocks),
+        memmap_on_memory=device.memmap_on_memory,
+        blocks_online=sum(1 for b in blocks if b.online),
+        blocks_total=len(blocks),
+        numa_node=device.numa_node,
+        target_node=device.target_node,
+    )

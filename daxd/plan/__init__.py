@@ -1,0 +1,1 @@
+"""Deciding: observed state + policy → desired state → ordered steps. Pure; no I/O."""

@@ -1,0 +1,323 @@
+"""observed device + matching rule → desired state → ordered steps, each with its reason.
+
+Pure: the same inputs give the same plan, and a device that already matches gets no steps.  A
+plan only ever covers what can be done from the state it saw; when binding kmem makes memory
+blocks appear, ``continues`` is set and the executor plans again from the new state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from daxd.kernel.model import (
+    DRIVER_DEVDAX,
+    DRIVER_KMEM,
+    DaxDevice,
+    HotplugSettings,
+    KernelState,
+    MemoryBlock,
+    Provider,
+)
+from daxd.kernel.view import zone_word
+from daxd.plan.steps import (
+    Action,
+    Desired,
+    DevicePlan,
+    Step,
+    Verdict,
+    block_path,
+    device_path,
+    driver_path,
+)
+from daxd.policy.model import Mode, Policy, Rule, Zone
+
+# What to write to memoryN/state for each zone the policy can ask for.
+ONLINE_VALUE = {Zone.MOVABLE: "online_movable", Zone.NORMAL: "online_kernel", Zone.AUTO: "online"}
+
+
+def zone_fits(block: MemoryBlock, zone: Zone) -> bool:
+    """Whether an online block sits in the zone the policy wants."""
+    word = zone_word(block.zone)
+    if zone is Zone.AUTO:
+        return True
+    if zone is Zone.MOVABLE:
+        return word == "movable"
+    return word not in ("movable", "none", "")
+
+
+def expected_blocks(device: DaxDevice, block_size: int | None) -> list[int]:
+    """The memory blocks kmem will add: whole blocks inside each mapping range."""
+    if not block_size:
+        return []
+    out: list[int] = []
+    for r in device.ranges:
+        first = -(-r.start // block_size)
+        last = (r.end + 1) // block_size - 1
+        out.extend(range(first, last + 1))
+    return out
+
+
+def block_span(indices: list[int]) -> str:
+    if not indices:
+        return "no memory blocks"
+    if len(indices) == 1:
+        return f"memory{indices[0]}"
+    return f"{len(indices)} blocks memory{indices[0]}..memory{indices[-1]}"
+
+
+def plan_device(
+    device: DaxDevice,
+    blocks: tuple[MemoryBlock, ...],
+    hotplug: HotplugSettings,
+    rule: Rule | None,
+) -> DevicePlan:
+    if rule is None:
+        return DevicePlan(device.name, Verdict.UNMANAGED, reason="no rule matches")
+    base = DevicePlan(device.name, Verdict.IN_SYNC, rule=rule.name, rule_location=rule.location)
+    if rule.mode is Mode.IGNORE:
+        return _with(base, verdict=Verdict.IGNORED, reason="the rule says ignore")
+    if device.is_seed:
+        return _with(base, verdict=Verdict.UNMANAGED, reason="size 0: a region seed, no memory")
+    if device.driver not in (None, DRIVER_DEVDAX, DRIVER_KMEM):
+        return _with(
+            base,
+            verdict=Verdict.REFUSED,
+            reason=f"bound to driver {device.driver!r}, which daxd does not manage",
+        )
+    if rule.mode is Mode.DEVDAX:
+        return _plan_devdax(base, device, blocks, hotplug)
+    return _plan_system_ram(base, device, blocks, hotplug, rule)
+
+
+def _with(plan: DevicePlan, **changes: Any) -> DevicePlan:
+    return replace(plan, **changes)
+
+
+def _removal_blockers(blocks: tuple[MemoryBlock, ...], hotplug: HotplugSettings) -> str | None:
+    """Why kmem could not give this memory back, or None."""
+    if blocks and not hotplug.hotremove:
+        return "the kernel cannot remove memory (CONFIG_MEMORY_HOTREMOVE is off)"
+    pinned = [b.index for b in blocks if b.removable is False]
+    if pinned:
+        return f"{block_span(pinned)} not removable (removable=0)"
+    mixed = [b.index for b in blocks if b.online and b.zone == "none"]
+    if mixed:
+        return f"{block_span(mixed)} span several zones and cannot be offlined"
+    return None
+
+
+def _offline_steps(blocks: tuple[MemoryBlock, ...], why: str) -> list[Step]:
+    return [
+        Step(Action.OFFLINE_BLOCK, block_path(b.index), "offline", why, block=b.index)
+        for b in blocks
+        if b.state != "offline"
+    ]
+
+
+def _plan_devdax(
+    base: DevicePlan,
+    device: DaxDevice,
+    blocks: tuple[MemoryBlock, ...],
+    hotplug: HotplugSettings,
+) -> DevicePlan:
+    plan = _with(base, desired=Desired(mode="devdax"))
+    if device.driver == DRIVER_DEVDAX:
+        return _with(plan, reason="bound to device_dax as the rule wants")
+    steps: list[Step] = []
+    if device.driver == DRIVER_KMEM:
+        blocker = _removal_blockers(blocks, hotplug)
+        if blocker:
+            return _with(
+                plan, verdict=Verdict.REFUSED, reason=f"cannot go back to devdax: {blocker}"
+            )
+        steps += _offline_steps(blocks, "kmem may be unbound only when all its memory is offline")
+        steps.append(
+            Step(Action.UNBIND, driver_path(DRIVER_KMEM, "unbind"), device.name, "leave kmem")
+        )
+    steps.append(
+        Step(
+            Action.REMOVE_ID,
+            driver_path(DRIVER_KMEM, "remove_id"),
+            device.name,
+            "so that a re-probe does not hand the device to kmem again",
+        )
+    )
+    steps.append(
+        Step(Action.BIND, driver_path(DRIVER_DEVDAX, "bind"), device.name, "the rule wants devdax")
+    )
+    return _with(plan, verdict=Verdict.CHANGE, steps=tuple(steps))
+
+
+def _plan_system_ram(
+    base: DevicePlan,
+    device: DaxDevice,
+    blocks: tuple[MemoryBlock, ...],
+    hotplug: HotplugSettings,
+    rule: Rule,
+) -> DevicePlan:
+    desired = Desired(
+        mode="system-ram",
+        zone=str(rule.zone),
+        memmap_on_memory=rule.memmap_on_memory,
+        online=rule.online,
+    )
+    plan = _with(base, desired=desired)
+    want_memmap = rule.memmap_on_memory
+    memmap_differs = want_memmap is not None and device.memmap_on_memory != want_memmap
+
+    if device.driver != DRIVER_KMEM:
+        if device.provider is Provider.PMEM and not rule.allow_pmem_data_loss:
+            return _with(
+                plan,
+                verdict=Verdict.REFUSED,
+                reason=(
+                    "persistent memory: system-ram destroys what it stores; the rule must say "
+                    "allow_pmem_data_loss: true to consent"
+                ),
+            )
+        memmap_problem = _memmap_problem(device, hotplug, want_memmap)
+        if memmap_problem:
+            return _with(plan, verdict=Verdict.REFUSED, reason=memmap_problem)
+        steps: list[Step] = []
+        if device.driver == DRIVER_DEVDAX:
+            steps.append(
+                Step(
+                    Action.UNBIND,
+                    driver_path(DRIVER_DEVDAX, "unbind"),
+                    device.name,
+                    "leave device_dax (refused while /dev/" + device.name + " is in use)",
+                )
+            )
+        if memmap_differs:
+            steps.append(_memmap_step(device, bool(want_memmap)))
+        steps.append(
+            Step(
+                Action.NEW_ID,
+                driver_path(DRIVER_KMEM, "new_id"),
+                device.name,
+                "hand the memory to kmem (binds at once)",
+            )
+        )
+        then = (_after_bind_note(device, hotplug, rule),) if rule.online else ()
+        return _with(plan, verdict=Verdict.CHANGE, steps=tuple(steps), notes=then, continues=True)
+
+    # Bound to kmem already: the memory is system RAM; settle memmap, then the blocks.
+    notes: list[str] = []
+    if memmap_differs:
+        problem = _memmap_problem(device, hotplug, want_memmap) or _removal_blockers(
+            blocks, hotplug
+        )
+        if problem:
+            notes.append(f"memmap_on_memory stays {device.memmap_on_memory}: {problem}")
+        else:
+            steps = _offline_steps(blocks, "memmap_on_memory can change only while kmem is unbound")
+            steps += [
+                Step(
+                    Action.UNBIND,
+                    driver_path(DRIVER_KMEM, "unbind"),
+                    device.name,
+                    "leave kmem to change memmap_on_memory",
+                ),
+                _memmap_step(device, bool(want_memmap)),
+                Step(
+                    Action.NEW_ID,
+                    driver_path(DRIVER_KMEM, "new_id"),
+                    device.name,
+                    "hand the memory back to kmem",
+                ),
+            ]
+            return _with(plan, verdict=Verdict.CHANGE, steps=tuple(steps), continues=True)
+
+    steps = _block_steps(blocks, rule)
+    if not blocks:
+        notes.append("kmem is bound but the device holds no whole memory block")
+    if steps:
+        return _with(plan, verdict=Verdict.CHANGE, steps=tuple(steps), notes=tuple(notes))
+    return _with(plan, reason="system-ram as the rule wants", notes=tuple(notes))
+
+
+def _memmap_problem(device: DaxDevice, hotplug: HotplugSettings, want: bool | None) -> str | None:
+    if want is None or device.memmap_on_memory == want:
+        return None
+    if device.memmap_on_memory is None:
+        return "memmap_on_memory per device needs Linux 6.8 or later (attribute absent)"
+    if want and hotplug.memmap_on_memory is False:
+        return "memmap_on_memory: the kernel was booted without memory_hotplug.memmap_on_memory=1"
+    return None
+
+
+def _memmap_step(device: DaxDevice, value: bool) -> Step:
+    return Step(
+        Action.SET_MEMMAP,
+        device_path(device.name, "memmap_on_memory"),
+        "1" if value else "0",
+        f"the rule wants memmap_on_memory: {str(value).lower()}",
+    )
+
+
+def _block_steps(blocks: tuple[MemoryBlock, ...], rule: Rule) -> list[Step]:
+    steps: list[Step] = []
+    online_value = ONLINE_VALUE[rule.zone]
+    for b in blocks:
+        path = block_path(b.index)
+        if not rule.online:
+            if b.state != "offline":
+                steps.append(
+                    Step(
+                        Action.OFFLINE_BLOCK,
+                        path,
+                        "offline",
+                        "the rule says online: false",
+                        block=b.index,
+                    )
+                )
+            continue
+        if b.state == "offline":
+            steps.append(
+                Step(
+                    Action.ONLINE_BLOCK, path, online_value, f"online as {rule.zone}", block=b.index
+                )
+            )
+        elif b.online and not zone_fits(b, rule.zone):
+            now = zone_word(b.zone) or "an unknown zone"
+            why = f"online in {now}, the rule wants {rule.zone}"
+            steps.append(Step(Action.OFFLINE_BLOCK, path, "offline", why, block=b.index))
+            steps.append(Step(Action.ONLINE_BLOCK, path, online_value, why, block=b.index))
+    return steps
+
+
+def _after_bind_note(device: DaxDevice, hotplug: HotplugSettings, rule: Rule) -> str:
+    span = block_span(expected_blocks(device, hotplug.block_size))
+    auto = hotplug.auto_online_blocks
+    if auto is None or auto == "offline":
+        return f"then: online {span} as {rule.zone}"
+    auto_zone = "movable" if auto == "online_movable" else "normal"
+    if rule.zone is Zone.AUTO or auto_zone == str(rule.zone):
+        return f"then: the kernel onlines {span} itself (auto_online_blocks={auto})"
+    return (
+        f"then: the kernel onlines {span} into {auto_zone} itself (auto_online_blocks={auto}); "
+        f"daxd moves them to {rule.zone}"
+    )
+
+
+def plan_all(
+    state: KernelState, policy: Policy, names: list[str] | None = None
+) -> list[DevicePlan]:
+    """A plan for every device (or the named ones), in name order."""
+    chosen = sorted(state.devices, key=device_sort_key) if names is None else names
+    return [
+        plan_device(
+            state.devices[n], state.blocks_of(n), state.hotplug, policy.match(state.devices[n])
+        )
+        for n in chosen
+        if n in state.devices
+    ]
+
+
+def device_sort_key(name: str) -> tuple[int, ...]:
+    """dax2.0 before dax10.0."""
+    try:
+        return tuple(int(p) for p in name[3:].split("."))
+    except ValueError:
+        return (1 << 30,)

@@ -1,0 +1,215 @@
+"""Loading a policy: the main file, then its drop-ins, into one Policy or one PolicyError.
+
+Drop-ins are the ``*.yaml`` files of the drop-in folder (default: ``policy.d`` next to the main
+file) in lexical order of their names, skipping hidden files; their rules come after the main
+file's, so the main file's rules win.  Every file is read and checked even after a problem, and
+all problems are reported together.
+"""
+
+from __future__ import annotations
+
+import codecs
+import stat
+from pathlib import Path
+
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from daxd.policy import yamlload
+from daxd.policy.document import RULE_KEYS, SELECTOR_KEYS, TOP_KEYS, PolicyDocument
+from daxd.policy.errors import Diagnostic, PolicyError
+from daxd.policy.model import Policy, Rule
+from daxd.policy.source import Source
+from daxd.policy.values import FieldProblem, describe, did_you_mean, quote
+
+MAX_FILE_SIZE = 256 << 10  # ~2000 rules; bounds parse time (~1 s) and memory
+MAX_DIAGNOSTICS_PER_FILE = 50
+
+
+def load_policy(path: Path, dropin_dir: Path | None = None) -> Policy:
+    """The policy in ``path`` and its drop-ins; raises PolicyError listing every problem."""
+    policy, diagnostics = _load(path, dropin_dir)
+    if diagnostics:
+        raise PolicyError(diagnostics)
+    return policy
+
+
+def check_policy(path: Path, dropin_dir: Path | None = None) -> list[Diagnostic]:
+    """Every problem of the policy, in file order; empty when it loads."""
+    return _load(path, dropin_dir)[1]
+
+
+def _load(path: Path, dropin_dir: Path | None) -> tuple[Policy, list[Diagnostic]]:
+    if dropin_dir is None:
+        dropin_dir = path.parent / "policy.d"
+    files, diagnostics = _files(path, dropin_dir)
+    rules: list[Rule] = []
+    named: dict[str, str] = {}  # rule name -> where it is first used
+    for file in files:
+        problems: list[Diagnostic] = []
+        loaded = _load_file(file, problems)
+        if loaded is not None:
+            source, doc, document = loaded
+            for index, spec in enumerate(document.rules):
+                location = f"{source.name}:{doc.value_pos(('rules', index))[0]}"
+                name = spec.name or f"rule {len(rules) + 1}"
+                if name in named:
+                    pos = doc.value_pos(("rules", index, "name"))
+                    message = f"rule name {quote(name)} is already used at {named[name]}"
+                    problems.append(source.diagnostic(*pos, message))
+                named.setdefault(name, location)
+                rule = Rule(
+                    name=name,
+                    location=location,
+                    selector=spec.selector,
+                    mode=spec.mode,
+                    zone=spec.zone,
+                    memmap_on_memory=spec.memmap_on_memory,
+                    online=spec.online,
+                    allow_pmem_data_loss=spec.allow_pmem_data_loss,
+                )
+                rules.append(rule)
+        diagnostics += _in_order(str(file), problems)
+    return Policy(tuple(rules), tuple(str(f) for f in files)), diagnostics
+
+
+def _load_file(
+    file: Path, problems: list[Diagnostic]
+) -> tuple[Source, yamlload.Document, PolicyDocument] | None:
+    """Read, parse and validate one file, adding its problems; None when it has no rules to
+    offer (its YAML or its schema is broken)."""
+    source = _read(file)
+    if isinstance(source, Diagnostic):
+        problems.append(source)
+        return None
+    doc, found = yamlload.parse(source)
+    problems += found
+    if doc is None:
+        return None
+    try:
+        document = PolicyDocument.model_validate({} if doc.value is None else doc.value)
+    except ValidationError as err:
+        for error in err.errors(include_url=False):
+            loc = tuple(error["loc"])
+            if not doc.was_reported(loc):
+                at_key, message = _explain(loc, error)
+                pos = doc.key_pos(loc) if at_key else doc.value_pos(loc)
+                problems.append(source.diagnostic(*pos, message))
+        return None
+    return source, doc, document
+
+
+def _files(path: Path, dropin_dir: Path) -> tuple[list[Path], list[Diagnostic]]:
+    try:
+        entries = sorted(dropin_dir.iterdir(), key=lambda p: p.name)
+    except FileNotFoundError:
+        return [path], []  # no drop-in folder: nothing to add
+    except OSError as err:
+        return [path], [Diagnostic(str(dropin_dir), None, None, _os_message(err))]
+    problems = []
+    dropins = []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue  # editors' swap and backup files
+        if entry.name.endswith(".yaml"):
+            dropins.append(entry)
+        elif entry.name.endswith(".yml"):
+            # Loud rather than silently ignoring a file of rules.
+            message = "not loaded: drop-in files must be named *.yaml"
+            problems.append(Diagnostic(str(entry), None, None, message))
+    return [path, *dropins], problems
+
+
+def _os_message(err: OSError) -> str:
+    if isinstance(err, FileNotFoundError):
+        return "no such file"
+    if isinstance(err, NotADirectoryError):
+        return "not a directory"
+    return f"cannot read: {err.strerror or err}"
+
+
+def _read(file: Path) -> Source | Diagnostic:
+    name = str(file)
+    try:
+        info = file.stat()
+        if stat.S_ISDIR(info.st_mode):
+            return Diagnostic(name, None, None, "is a directory, not a policy file")
+        if not stat.S_ISREG(info.st_mode):
+            return Diagnostic(name, None, None, "not a regular file")
+        with file.open("rb") as stream:
+            data = stream.read(MAX_FILE_SIZE + 1)
+    except OSError as err:
+        return Diagnostic(name, None, None, _os_message(err))
+    except ValueError:  # a NUL byte in the path
+        return Diagnostic(name, None, None, "not a valid file name")
+    if len(data) > MAX_FILE_SIZE:
+        message = f"larger than {MAX_FILE_SIZE // 1024} KiB; is this a policy file?"
+        return Diagnostic(name, None, None, message)
+    data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        return Source(name, data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        shown = Source(name, data.decode("utf-8", errors="replace"))
+        index = len(data[: err.start].decode("utf-8"))
+        message = f"not UTF-8 text (byte 0x{data[err.start]:02x}); a policy file must be UTF-8"
+        return shown.diagnostic_at(index, message)
+
+
+def _in_order(name: str, problems: list[Diagnostic]) -> list[Diagnostic]:
+    # dict.fromkeys: drop repeats but keep the order of problems found at the same spot
+    unique = sorted(dict.fromkeys(problems), key=lambda d: (d.line or 0, d.col or 0))
+    if len(unique) <= MAX_DIAGNOSTICS_PER_FILE:
+        return unique
+    more = len(unique) - MAX_DIAGNOSTICS_PER_FILE
+    hidden = Diagnostic(name, None, None, f"{more} more problems not shown")
+    return [*unique[:MAX_DIAGNOSTICS_PER_FILE], hidden]
+
+
+def _explain(loc: yamlload.Loc, error: ErrorDetails) -> tuple[bool, str]:
+    """(whether to point at the key, message) for one pydantic error."""
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, FieldProblem):
+        return cause.at_key, cause.message
+    kind, value = error["type"], error["input"]
+    if kind == "extra_forbidden":
+        return True, _unknown_key(loc)
+    if kind == "missing":
+        return False, f"this rule has no {loc[-1]!r}; add mode: devdax, system-ram or ignore"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return False, _not_a_mapping(loc, value)
+    if kind in ("tuple_type", "list_type"):
+        return False, f"'rules' is a list of rules, each starting with '- '; got {describe(value)}"
+    if isinstance(cause, ValueError):
+        return False, str(cause)
+    return False, error["msg"]
+
+
+def _not_a_mapping(loc: yamlload.Loc, value: object) -> str:
+    got = describe(value)
+    if loc == ():
+        hint = "; put 'rules:' above the list" if isinstance(value, list) else ""
+        return f"a policy is a mapping with 'version:' and 'rules:', got {got}{hint}"
+    if len(loc) == 2:
+        if value is None:
+            return "empty rule; a rule needs at least 'mode:'"
+        return f"a rule is a mapping with keys such as 'match:' and 'mode:', got {got}"
+    return f"'match' takes selectors such as 'provider: cxl', got {got}"
+
+
+def _unknown_key(loc: yamlload.Loc) -> str:
+    key, parent = str(loc[-1]), loc[:-1]
+    hint = "; YAML merge keys are not supported" if key == "<<" else ""
+    if parent == ():
+        where, known = "at the top level", TOP_KEYS
+        if key in RULE_KEYS or key in SELECTOR_KEYS:
+            hint = "; rules go in a list under 'rules:'"
+    elif len(parent) == 2:
+        where, known = "in a rule", RULE_KEYS
+        if key in SELECTOR_KEYS:
+            hint = f"; selectors go under 'match:', e.g. match: {{{key}: ...}}"
+    else:
+        where, known = "in 'match'", SELECTOR_KEYS
+        if key in RULE_KEYS:
+            hint = f"; {key!r} belongs to the rule, next to 'match:', not under it"
+    hint = hint or did_you_mean(key, known) or f" (known keys: {', '.join(known)})"
+    return f"unknown key {quote(key)} {where}{hint}"

@@ -1,0 +1,95 @@
+"""What a loaded policy is: rules (selector + action) in order, first match wins."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+
+from daxd.kernel.model import DaxDevice
+from daxd.policy.selectors import Selector
+from daxd.policy.values import parse_bool, parse_choice
+
+
+class Mode(StrEnum):
+    DEVDAX = "devdax"
+    SYSTEM_RAM = "system-ram"
+    IGNORE = "ignore"
+
+
+class Zone(StrEnum):
+    MOVABLE = "movable"
+    NORMAL = "normal"
+    AUTO = "auto"  # let the kernel choose (its online_policy)
+
+
+# Words operators reach for, and what the policy calls them.
+_MODE_HINTS = {
+    "kmem": "; 'kmem' is the driver, the mode is 'system-ram'",
+    "device_dax": "; 'device_dax' is the driver, the mode is 'devdax'",
+    "ram": "; did you mean 'system-ram'?",
+    "memory": "; did you mean 'system-ram'?",
+}
+_ZONE_HINTS = {
+    "zone_movable": "; did you mean 'movable'?",
+    "online_movable": "; did you mean 'movable'?",
+    "kernel": "; the kernel's 'online_kernel' zone is 'normal' here",
+    "online_kernel": "; did you mean 'normal'?",
+}
+
+
+class Actions(BaseModel):
+    """What to do with a matching device; shared by the YAML rule and the loaded Rule."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Mode
+    zone: Zone = Zone.MOVABLE
+    memmap_on_memory: bool | None = None  # None: leave the kernel's value
+    online: bool = True
+    allow_pmem_data_loss: bool = False  # consent to turn pmem into system-ram
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, value: object) -> Mode:
+        return parse_choice(value, Mode, "mode", _MODE_HINTS)
+
+    @field_validator("zone", mode="before")
+    @classmethod
+    def _zone(cls, value: object) -> Zone:
+        return parse_choice(value, Zone, "zone", _ZONE_HINTS)
+
+    @field_validator("memmap_on_memory", mode="before")
+    @classmethod
+    def _memmap(cls, value: object) -> bool | None:
+        return None if value is None else parse_bool(value, "memmap_on_memory")
+
+    @field_validator("online", "allow_pmem_data_loss", mode="before")
+    @classmethod
+    def _flag(cls, value: object, info: ValidationInfo) -> bool:
+        return parse_bool(value, str(info.field_name))
+
+
+class Rule(Actions):
+    """A loaded rule.  Built by the loader; code and tests may construct one directly."""
+
+    name: str  # the rule's `name:`, or "rule N" (1-based, over all files in load order)
+    location: str  # "FILE:LINE" where the rule starts
+    selector: Selector = Selector()
+
+    def matches(self, device: DaxDevice) -> bool:
+        return self.selector.matches(device)
+
+
+@dataclass(frozen=True)
+class Policy:
+    rules: tuple[Rule, ...]
+    sources: tuple[str, ...] = ()  # files loaded, in load order
+
+    def match(self, device: DaxDevice) -> Rule | None:
+        """The first rule that matches; None leaves the device alone."""
+        for rule in self.rules:
+            if rule.matches(device):
+                return rule
+        return None
