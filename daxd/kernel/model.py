@@ -91,7 +91,9 @@ class HotplugSettings:
     auto_online_blocks: str | None  # "online", "offline", "online_movable", "online_kernel"
     memmap_on_memory: bool | None  # module parameter memory_hotplug.memmap_on_memory
     online_policy: str | None  # "contig-zones" / "auto-movable"
-    hotremove: bool  # CONFIG_MEMORY_HOTREMOVE: memoryN/removable present and offline possible
+    # CONFIG_MEMORY_HOTREMOVE (offline and hot-remove possible): a block reads removable=1 or has
+    # valid_zones (daxd/kernel/blocks.py read_hotplug()).
+    hotremove: bool
 
 
 @dataclass(frozen=True)

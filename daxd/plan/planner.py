@@ -143,8 +143,15 @@ def _plan_devdax(
             "so that a re-probe does not hand the device to kmem again",
         )
     )
+    # new_id, not bind: since 6.3 hmem/CXL devices match only kmem by type, and device_dax
+    # takes them only by id (as daxctl does). Adding the id binds an unbound device at once.
     steps.append(
-        Step(Action.BIND, driver_path(DRIVER_DEVDAX, "bind"), device.name, "the rule wants devdax")
+        Step(
+            Action.NEW_ID,
+            driver_path(DRIVER_DEVDAX, "new_id"),
+            device.name,
+            "the rule wants devdax",
+        )
     )
     return _with(plan, verdict=Verdict.CHANGE, steps=tuple(steps))
 
@@ -189,6 +196,14 @@ def _plan_system_ram(
                     "leave device_dax (refused while /dev/" + device.name + " is in use)",
                 )
             )
+        steps.append(
+            Step(
+                Action.REMOVE_ID,
+                driver_path(DRIVER_DEVDAX, "remove_id"),
+                device.name,
+                "so that a re-probe does not hand the device to device_dax again",
+            )
+        )
         if memmap_differs:
             steps.append(_memmap_step(device, bool(want_memmap)))
         steps.append(

@@ -1,0 +1,1 @@
+"""Acting: running plans through sysfs, with read-back and rollback."""

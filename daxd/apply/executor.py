@@ -1,0 +1,313 @@
+"""Acting: run a device's plan through sysfs, read every write back, and say what happened.
+
+The executor re-reads the device and plans again after each round, so steps that depend on what
+the kernel does in between (blocks appearing and auto-onlining when kmem binds) are planned from
+what is really there.  Its safety rules hold whatever the plan says:
+
+- kmem is never unbound while any of the device's blocks is online (the kernel would "succeed"
+  and leak the range until reboot);
+- device_dax is never unbound while a process has /dev/daxX.Y open or mapped (it would get
+  SIGBUS on its next access);
+- blocks taken offline on the way to a conversion that then fails are put back online in the
+  zone they were in, so a failure never leaves memory missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from daxd.kernel.model import DRIVER_KMEM, HotplugSettings, MemoryBlock
+from daxd.kernel.scan import DeviceReading, read_device
+from daxd.kernel.sysfs import Sysfs, SysfsError
+from daxd.kernel.users import find_device_users
+from daxd.kernel.view import DeviceView, view
+from daxd.plan.planner import plan_device
+from daxd.plan.steps import Action, DevicePlan, Step, Verdict, block_path
+from daxd.policy.model import Policy
+
+log = logging.getLogger("daxd.apply")
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"  # steps ran and the device now matches its rule
+    IN_SYNC = "in-sync"  # nothing to do
+    FAILED = "failed"  # a step failed; see error and results for how far it got
+    REFUSED = "refused"
+    UNMANAGED = "unmanaged"
+    IGNORED = "ignored"
+    GONE = "gone"  # the device disappeared
+    STOPPED = "stopped"  # asked to stop between steps; rolled back where needed
+
+
+_VERDICT_OUTCOME = {
+    Verdict.IN_SYNC: Outcome.IN_SYNC,
+    Verdict.REFUSED: Outcome.REFUSED,
+    Verdict.UNMANAGED: Outcome.UNMANAGED,
+    Verdict.IGNORED: Outcome.IGNORED,
+}
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: Step
+    ok: bool
+    error: str = ""
+    errno: str = ""  # "EBUSY", "ETIMEDOUT", ... when the kernel refused the write
+    rollback: bool = False  # this step undid an earlier one after a failure
+
+
+@dataclass
+class DeviceResult:
+    device: str
+    outcome: Outcome
+    plan: DevicePlan | None = None  # the first plan of this apply
+    results: list[StepResult] = field(default_factory=list)
+    error: str = ""
+    final: DeviceView | None = None  # what the kernel shows afterwards
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    proc_root: Path = Path("/proc")
+    offline_timeout: float = 30.0  # per block; offlining loops in the kernel until interrupted
+    max_rounds: int = 4
+    should_stop: Callable[[], bool] = lambda: False
+    on_step: Callable[[str, StepResult], None] | None = None  # after every write
+
+
+class _StepFailed(Exception):
+    pass
+
+
+class _Run:
+    """One device's apply: the rounds, the results so far, and what to undo on failure."""
+
+    def __init__(
+        self,
+        sysfs: Sysfs,
+        policy: Policy,
+        name: str,
+        hotplug: HotplugSettings,
+        opts: ApplyOptions,
+    ) -> None:
+        self.sysfs = sysfs
+        self.policy = policy
+        self.name = name
+        self.hotplug = hotplug
+        self.opts = opts
+        self.result = DeviceResult(name, Outcome.IN_SYNC)
+        self.rule = ""
+
+    def read(self) -> DeviceReading:
+        return read_device(self.sysfs, self.name, self.hotplug)
+
+    def run(self) -> DeviceResult:
+        for _ in range(self.opts.max_rounds):
+            reading = self.read()
+            if reading.device is None:
+                return self.finish(
+                    Outcome.GONE if not self.result.results else Outcome.FAILED,
+                    "the device disappeared" if self.result.results else "",
+                    reading,
+                )
+            rule = self.policy.match(reading.device)
+            plan = plan_device(reading.device, reading.blocks, self.hotplug, rule)
+            self.rule = plan.rule or ""
+            if self.result.plan is None:
+                self.result.plan = plan
+            if plan.verdict is not Verdict.CHANGE:
+                if self.result.results:
+                    return self.finish(Outcome.APPLIED, "", reading)
+                return self.finish(_VERDICT_OUTCOME[plan.verdict], plan.reason, reading)
+            try:
+                self.run_plan(plan, reading)
+            except _StepFailed as e:
+                return self.finish(self.failure_outcome(), str(e), self.read())
+        return self.finish(
+            Outcome.FAILED,
+            f"still not as the rule wants after {self.opts.max_rounds} rounds",
+            self.read(),
+        )
+
+    def failure_outcome(self) -> Outcome:
+        return Outcome.STOPPED if self.opts.should_stop() else Outcome.FAILED
+
+    def finish(self, outcome: Outcome, error: str, reading: DeviceReading) -> DeviceResult:
+        self.result.outcome = outcome
+        self.result.error = error
+        if reading.device is not None:
+            self.result.final = view(reading.device, reading.blocks)
+        return self.result
+
+    def run_plan(self, plan: DevicePlan, reading: DeviceReading) -> None:
+        structural = any(
+            s.action not in (Action.OFFLINE_BLOCK, Action.ONLINE_BLOCK) for s in plan.steps
+        )
+        if structural:
+            self.run_structural(plan.steps, reading.blocks)
+        else:
+            self.run_block_steps(plan.steps, reading.blocks)
+
+    # A conversion: all-or-nothing; blocks it offlined come back if a later step fails.
+    def run_structural(self, steps: tuple[Step, ...], blocks: tuple[MemoryBlock, ...]) -> None:
+        zones = {b.index: b.zone for b in blocks}
+        offlined: list[int] = []
+        try:
+            for step in steps:
+                if self.opts.should_stop():
+                    raise _StepFailed("stopped before finishing; nothing left half-done")
+                self.check_preconditions(step)
+                self.write(step)
+                if step.action is Action.OFFLINE_BLOCK and step.block is not None:
+                    offlined.append(step.block)
+        except _StepFailed:
+            self.restore_online(offlined, zones)
+            raise
+
+    def restore_online(self, offlined: list[int], zones: dict[int, str | None]) -> None:
+        for index in reversed(offlined):
+            value = "online_movable" if zones.get(index) == "Movable" else "online_kernel"
+            step = Step(
+                Action.ONLINE_BLOCK,
+                block_path(index),
+                value,
+                "undo: the conversion failed, give the memory back",
+                block=index,
+            )
+            # A failed undo is recorded; the final view shows the block offline.
+            with contextlib.suppress(_StepFailed):
+                self.write(step, rollback=True)
+
+    # Zone fixes and onlining: each block on its own; one failure does not stop the others.
+    def run_block_steps(self, steps: tuple[Step, ...], blocks: tuple[MemoryBlock, ...]) -> None:
+        zones = {b.index: b.zone for b in blocks}
+        failures: list[str] = []
+        skip: set[int] = set()
+        for step in steps:
+            if self.opts.should_stop():
+                failures.append("stopped before finishing")
+                break
+            if step.block in skip:
+                continue
+            try:
+                self.write(step)
+            except _StepFailed as e:
+                failures.append(str(e))
+                if step.block is None:
+                    continue
+                skip.add(step.block)
+                was_online = zones.get(step.block) is not None
+                if step.action is Action.ONLINE_BLOCK and was_online:
+                    # Offlined to move zones but could not come back there: any zone beats none.
+                    self.restore_online([step.block], {step.block: None})
+        if failures:
+            more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+            raise _StepFailed(failures[0] + more)
+
+    def check_preconditions(self, step: Step) -> None:
+        if step.action is Action.UNBIND and step.path.startswith(f"bus/dax/drivers/{DRIVER_KMEM}/"):
+            online = [b.index for b in self.read().blocks if b.state != "offline"]
+            if online:
+                self.refuse(
+                    step,
+                    f"refusing to unbind kmem while memory{online[0]} is still online "
+                    "(the kernel would leak the range until reboot)",
+                )
+        elif step.action is Action.UNBIND:
+            users = find_device_users(self.opts.proc_root, self.name)
+            if users:
+                names = ", ".join(f"{u.comm} (pid {u.pid})" for u in users[:5])
+                self.refuse(
+                    step,
+                    f"/dev/{self.name} is in use by {names}; unbinding would kill it with SIGBUS",
+                )
+
+    def refuse(self, step: Step, message: str) -> None:
+        self.record(StepResult(step, ok=False, error=message))
+        raise _StepFailed(message)
+
+    def write(self, step: Step, rollback: bool = False) -> None:
+        timeout = self.opts.offline_timeout if step.action is Action.OFFLINE_BLOCK else None
+        try:
+            self.sysfs.write(step.path, step.value, timeout=timeout)
+        except SysfsError as e:
+            self.record(
+                StepResult(step, ok=False, error=e.message, errno=e.errno_name, rollback=rollback)
+            )
+            raise _StepFailed(e.message) from None
+        try:
+            problem = self.read_back(step)
+        except SysfsError as e:
+            problem = e.message
+        if problem and step.action is Action.NEW_ID and self.still_unbound():
+            # new_id binds only when the driver's match says so; bind asks explicitly.
+            self.record(StepResult(step, ok=True, rollback=rollback))
+            driver = step.path.split("/")[3]
+            bind = Step(Action.BIND, f"bus/dax/drivers/{driver}/bind", step.value, "bind now")
+            self.write(bind, rollback=rollback)
+            return
+        if problem:
+            self.record(StepResult(step, ok=False, error=problem, rollback=rollback))
+            raise _StepFailed(problem)
+        self.record(StepResult(step, ok=True, rollback=rollback))
+
+    def still_unbound(self) -> bool:
+        device = self.read().device
+        return device is not None and device.driver is None
+
+    def read_back(self, step: Step) -> str | None:
+        """What is wrong after a write that the kernel accepted, or None."""
+        if step.action in (Action.OFFLINE_BLOCK, Action.ONLINE_BLOCK):
+            index = step.block
+            state = self.sysfs.read(block_path(index or 0, "state"))
+            zones = (self.sysfs.read(block_path(index or 0, "valid_zones")) or "").split()
+            if step.action is Action.OFFLINE_BLOCK:
+                return None if state == "offline" else f"memory{index} is {state} after offline"
+            if state != "online":
+                return f"memory{index} is {state} after {step.value}"
+            if step.value == "online_movable" and zones != ["Movable"]:
+                return f"memory{index} came online in {' '.join(zones)}, not Movable"
+            if step.value == "online_kernel" and zones == ["Movable"]:
+                return f"memory{index} came online in Movable, not a kernel zone"
+            return None
+        if step.action is Action.REMOVE_ID:
+            return None
+        device = self.read().device
+        if device is None:
+            return "the device disappeared"
+        driver = step.path.split("/")[3]
+        if step.action is Action.UNBIND and device.driver == driver:
+            return f"still bound to {driver} after unbind"
+        if step.action in (Action.BIND, Action.NEW_ID) and device.driver != driver:
+            return f"{driver} did not bind (driver: {device.driver or 'none'})"
+        if step.action is Action.SET_MEMMAP and device.memmap_on_memory != (step.value == "1"):
+            return f"memmap_on_memory reads {device.memmap_on_memory} after writing {step.value}"
+        return None
+
+    def record(self, result: StepResult) -> None:
+        self.result.results.append(result)
+        step = result.step
+        what = f"{step.action} {step.value!r} > {step.path}"
+        rule = f" rule={self.rule!r}" if self.rule else ""
+        if result.ok:
+            log.info("%s: %s: ok%s", self.name, what, rule)
+        else:
+            log.warning("%s: %s: FAILED: %s%s", self.name, what, result.error, rule)
+        if self.opts.on_step is not None:
+            self.opts.on_step(self.name, result)
+
+
+def apply_device(
+    sysfs: Sysfs,
+    policy: Policy,
+    name: str,
+    hotplug: HotplugSettings,
+    opts: ApplyOptions | None = None,
+) -> DeviceResult:
+    """Bring one device to what its rule wants, as far as the kernel allows; never raises."""
+    return _Run(sysfs, policy, name, hotplug, opts or ApplyOptions()).run()

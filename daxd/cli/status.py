@@ -1,0 +1,121 @@
+"""`daxd status`: what the running daemon reports over D-Bus, else what sysfs shows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from daxd.cli.render import human_size, table
+
+DEVICE_FIELDS = (
+    "Name", "Provider", "Size", "NumaNode", "TargetNode", "Driver", "Mode", "Zone",
+    "MemmapOnMemory", "BlocksOnline", "BlocksTotal", "Rule", "DesiredMode", "State",
+    "LastError", "LastChange",
+)  # fmt: skip
+
+
+async def _fetch(timeout: float) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """(manager properties, device properties), or None when daxd is not on the bus."""
+    from dbus_fast import Message, MessageType
+
+    from daxd.service.dbus_api import (
+        BUS_NAME,
+        DEVICE_INTERFACE,
+        MANAGER_INTERFACE,
+        MANAGER_PATH,
+        connect_system_bus,
+    )
+
+    try:
+        bus = await asyncio.wait_for(connect_system_bus(), timeout)
+    except (OSError, TimeoutError, ValueError):
+        return None
+    try:
+        reply = await asyncio.wait_for(
+            bus.call(
+                Message(
+                    destination=BUS_NAME,
+                    path=MANAGER_PATH,
+                    interface="org.freedesktop.DBus.ObjectManager",
+                    member="GetManagedObjects",
+                )
+            ),
+            timeout,
+        )
+        if reply is None or reply.message_type is not MessageType.METHOD_RETURN:
+            return None
+        manager_reply = await asyncio.wait_for(
+            bus.call(
+                Message(
+                    destination=BUS_NAME,
+                    path=MANAGER_PATH,
+                    interface="org.freedesktop.DBus.Properties",
+                    member="GetAll",
+                    signature="s",
+                    body=[MANAGER_INTERFACE],
+                )
+            ),
+            timeout,
+        )
+    except (OSError, TimeoutError):
+        return None
+    finally:
+        bus.disconnect()
+    if manager_reply is None or manager_reply.message_type is not MessageType.METHOD_RETURN:
+        return None
+    manager = {k: v.value for k, v in manager_reply.body[0].items()}
+    devices = []
+    for interfaces in reply.body[0].values():
+        props = interfaces.get(DEVICE_INTERFACE)
+        if props is not None:
+            devices.append({k: v.value for k, v in props.items()})
+    devices.sort(key=lambda d: str(d.get("Name", "")))
+    return manager, devices
+
+
+def daemon_status(timeout: float = 3.0) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    try:
+        return asyncio.run(_fetch(timeout))
+    except Exception:  # any bus trouble means: ask sysfs instead
+        return None
+
+
+def status_text(manager: dict[str, Any], devices: list[dict[str, Any]]) -> str:
+    lines = [f"daxd {manager.get('Version', '?')}: {manager.get('Summary', '')}"]
+    lines.append(f"policy: {manager.get('PolicyPath', '?')}")
+    if manager.get("PolicyError"):
+        lines.append("policy rejected (previous one in force):")
+        lines += ["  " + ln for ln in str(manager["PolicyError"]).splitlines()]
+    for c in manager.get("Conflicts", []):
+        lines.append(f"conflict: {c}")
+    if devices:
+        rows = [["DEVICE", "PROVIDER", "SIZE", "MODE", "ZONE", "BLOCKS", "RULE", "STATE"]]
+        for d in devices:
+            rows.append(
+                [
+                    str(d.get("Name")),
+                    str(d.get("Provider")),
+                    human_size(int(d.get("Size", 0))),
+                    str(d.get("Mode")),
+                    str(d.get("Zone") or "-"),
+                    f"{d.get('BlocksOnline')}/{d.get('BlocksTotal')}",
+                    str(d.get("Rule") or "-"),
+                    str(d.get("State")),
+                ]
+            )
+        lines.append(table(rows))
+        for d in devices:
+            if d.get("LastError"):
+                lines.append(f"{d.get('Name')}: {d.get('LastError')}")
+    else:
+        lines.append("no DAX devices")
+    return "\n".join(lines)
+
+
+def status_json(manager: dict[str, Any], devices: list[dict[str, Any]]) -> str:
+    return json.dumps(
+        {"format": 1, "kind": "status", "source": "daemon", "manager": manager,
+         "devices": devices},
+        indent=2,
+    )  # fmt: skip

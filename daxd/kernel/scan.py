@@ -1,0 +1,214 @@
+"""sysfs -> KernelState: every DAX device, its memory blocks, and the memory-hotplug settings.
+
+Reads only; never raises for what the kernel shows (odd contents and unreadable attributes become
+Diagnostics).  Attributes per device as drivers/dax/bus.c (Linux 6.12) exposes them: ``size``,
+``align``, ``target_node`` (absent when < 0), ``numa_node`` (absent without CONFIG_NUMA),
+``resource`` and ``mappingN/{start,end}`` (0400), ``memmap_on_memory`` (Linux >= 6.8), the
+``driver`` link, and the parent's ``dax_region/id``.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+
+from daxd.kernel.attrs import AttrReader
+from daxd.kernel.blocks import (
+    block_intervals,
+    in_intervals,
+    present_blocks,
+    probe_blocks,
+    read_block_size,
+    read_blocks,
+    read_hotplug,
+)
+from daxd.kernel.model import (
+    DRIVER_DEVDAX,
+    DaxDevice,
+    Diagnostic,
+    HotplugSettings,
+    KernelState,
+    MemoryBlock,
+    Provider,
+    Range,
+)
+from daxd.kernel.provider import detect_provider, read_pmem_identity
+from daxd.kernel.sysfs import Sysfs
+
+BUS_DEVICES = "bus/dax/devices"
+CLASS_DAX = "class/dax"
+DEVICE_NAME = re.compile(r"^dax([0-9]+)\.([0-9]+)$")
+_MAPPING = re.compile(r"^mapping([0-9]+)$")
+
+
+@dataclass(frozen=True)
+class DeviceReading:
+    """One device re-read: None when it is gone; its blocks; what was odd."""
+
+    device: DaxDevice | None
+    blocks: tuple[MemoryBlock, ...]
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def read_state(sysfs: Sysfs) -> KernelState:
+    reader = AttrReader(sysfs)
+    bus_names = _device_names(reader, BUS_DEVICES)
+    class_names = _device_names(reader, CLASS_DAX) if sysfs.exists(CLASS_DAX) else []
+    legacy = bool(class_names) and not bus_names
+    if legacy:
+        reader.note(
+            CLASS_DAX,
+            "legacy /sys/class/dax device model (dax_pmem_compat): devices "
+            "cannot change mode; see 'daxd migrate-device-model'",
+        )
+    base = CLASS_DAX if legacy else BUS_DEVICES
+    devices: dict[str, DaxDevice] = {}
+    for name in bus_names or class_names:
+        device = _read_device(reader, f"{base}/{name}", name, legacy=legacy)
+        if device is not None:
+            devices[name] = device
+
+    present = present_blocks(reader)  # names only: one listdir, no attribute reads
+    block_size = read_block_size(reader)
+    blocks: dict[str, tuple[MemoryBlock, ...]] = {}
+    for name, device in devices.items():
+        intervals = block_intervals(device.ranges, block_size) if block_size else []
+        blocks[name] = read_blocks(reader, in_intervals(present, intervals))
+    hotplug = read_hotplug(reader, block_size, [b for bs in blocks.values() for b in bs], present)
+    return KernelState(
+        devices=devices,
+        blocks=blocks,
+        hotplug=hotplug,
+        legacy_device_model=legacy,
+        diagnostics=tuple(reader.diagnostics),
+    )
+
+
+def read_device(sysfs: Sysfs, name: str, hotplug: HotplugSettings) -> DeviceReading:
+    """Re-read one device and only the memory blocks its ranges can hold."""
+    reader = AttrReader(sysfs)
+    if not DEVICE_NAME.match(name):
+        reader.note(BUS_DEVICES, f"not a dax device name: {name[:40]!r}")
+        return DeviceReading(None, (), tuple(reader.diagnostics))
+    rel, legacy = f"{BUS_DEVICES}/{name}", False
+    if not sysfs.exists(rel) and sysfs.exists(f"{CLASS_DAX}/{name}"):
+        rel, legacy = f"{CLASS_DAX}/{name}", True
+    if not sysfs.exists(rel):
+        return DeviceReading(None, (), tuple(reader.diagnostics))
+    device = _read_device(reader, rel, name, legacy=legacy)
+    block_size = hotplug.block_size or read_block_size(reader)
+    blocks: tuple[MemoryBlock, ...] = ()
+    if device is not None and block_size:
+        intervals = block_intervals(device.ranges, block_size)
+        blocks = read_blocks(reader, probe_blocks(reader, intervals))
+    if not sysfs.exists(rel):
+        device = None  # removed while being read
+    return DeviceReading(device, blocks, tuple(reader.diagnostics))
+
+
+def read_hotplug_settings(sysfs: Sysfs) -> HotplugSettings:
+    """Only the memory-hotplug settings (reads at most one memory block)."""
+    reader = AttrReader(sysfs)
+    return read_hotplug(reader, read_block_size(reader), [], present_blocks(reader))
+
+
+def _device_names(reader: AttrReader, rel: str) -> list[str]:
+    names = []
+    for entry in reader.listdir(rel):
+        if DEVICE_NAME.match(entry):
+            names.append(entry)
+        else:
+            reader.note(f"{rel}", f"skipping unexpected entry {entry[:40]!r}")
+    names.sort(key=_name_key)
+    return names
+
+
+def _name_key(name: str) -> tuple[int, int]:
+    m = DEVICE_NAME.match(name)
+    assert m is not None
+    return int(m.group(1)), int(m.group(2))
+
+
+def _read_device(reader: AttrReader, rel: str, name: str, *, legacy: bool) -> DaxDevice | None:
+    sysfs = reader.sysfs
+    if not reader.listdir(rel):
+        return None  # vanished between listing and reading
+    devpath = sysfs.realpath(rel)
+    if devpath == "." or devpath.startswith("../") or devpath == "..":
+        reader.note(rel, f"resolves outside the sysfs tree ({devpath[:60]!r})")
+        devpath = rel
+    # The dax region's attributes hang on the device's parent; in the class model the device sits
+    # one level deeper (<parent>/dax/daxX.Y, libdaxctl dax_region_path()).
+    parent = posixpath.dirname(devpath)
+    if legacy:
+        parent = posixpath.dirname(parent)
+
+    size = reader.integer(f"{rel}/size")
+    resource = reader.integer(f"{rel}/resource", base=16, required=False)
+    ranges = _ranges(reader, rel, size, resource)
+    if size is None:
+        size = sum(r.size for r in ranges)
+    elif ranges and sum(r.size for r in ranges) != size:
+        reader.note(f"{rel}/size", f"{size} differs from the sum of its mapping ranges")
+    provider = detect_provider(devpath)
+    namespace, uuid = (
+        read_pmem_identity(reader, parent) if provider is Provider.PMEM else (None, None)
+    )
+    return DaxDevice(
+        name=name,
+        region_id=_region_id(reader, name, parent),
+        size=size,
+        align=reader.integer(f"{rel}/align", required=False),
+        target_node=_node(reader, f"{rel}/target_node"),
+        numa_node=_node(reader, f"{rel}/numa_node"),
+        resource=resource,
+        ranges=ranges,
+        memmap_on_memory=reader.flag(f"{rel}/memmap_on_memory", required=False),
+        # Class-model devices are always-enabled character devices (libdaxctl
+        # daxctl_dev_is_enabled() returns 1 for them); they have no driver link.
+        driver=DRIVER_DEVDAX if legacy else sysfs.link_name(f"{rel}/driver"),
+        provider=provider,
+        devpath=devpath,
+        namespace=namespace,
+        uuid=uuid,
+    )
+
+
+def _region_id(reader: AttrReader, name: str, parent: str) -> int:
+    m = DEVICE_NAME.match(name)
+    assert m is not None
+    from_name = int(m.group(1))
+    region_id = reader.integer(f"{parent}/dax_region/id", required=False)
+    if region_id is None:
+        return from_name
+    if region_id != from_name:
+        # bus.c names devices "dax%d.%d" from dax_region->id: a mismatch means a foreign layout.
+        reader.note(f"{parent}/dax_region/id", f"region {region_id} does not match {name}")
+    return region_id
+
+
+def _node(reader: AttrReader, rel: str) -> int | None:
+    node = reader.integer(rel, required=False)
+    # numa_node prints -1 (NUMA_NO_NODE) for "none"; target_node is hidden when negative.
+    return None if node is None or node < 0 else node
+
+
+def _ranges(
+    reader: AttrReader, rel: str, size: int | None, resource: int | None
+) -> tuple[Range, ...]:
+    mappings = sorted((int(m.group(1)), e) for e in reader.listdir(rel) if (m := _MAPPING.match(e)))
+    ranges = []
+    for _, entry in mappings:
+        start = reader.integer(f"{rel}/{entry}/start", base=16)
+        end = reader.integer(f"{rel}/{entry}/end", base=16)
+        if start is None or end is None:
+            continue
+        if end < start:
+            reader.note(f"{rel}/{entry}", f"end {end:#x} before start {start:#x}")
+            continue
+        ranges.append(Range(start, end))
+    if mappings or not size:
+        return tuple(ranges)
+    # No mappingN (kernels before 5.10): one range from resource and size.
+    return (Range(resource, resource + size - 1),) if resource is not None else ()

@@ -1,0 +1,1 @@
+"""The long-running service: udev events, systemd notification and the D-Bus API."""

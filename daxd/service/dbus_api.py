@@ -1,0 +1,463 @@
+"""daxd's D-Bus API on the system bus (``org.daxd.Daxd1``), on top of dbus-fast's asyncio bus.
+
+The daemon owns the state; this module only publishes it and forwards requests:
+
+    bus = await connect_system_bus()            # honours DBUS_SYSTEM_BUS_ADDRESS
+    api = DBusApi(controller, manager_status)   # controller: see Controller
+    api.set_device(device_status)               # may be called before start() too
+    await api.start(bus)                        # exports the objects, then takes the name
+    ...
+    api.set_manager(status)                     # PropertiesChanged with only what changed
+    api.set_device(status)                      # new: object + InterfacesAdded; else the diff
+    api.remove_device("dax0.0")                 # object gone + InterfacesRemoved
+    api.action_completed("dax0.0", "online", "ok", "")
+    ...
+    await api.stop()
+
+All of ``set_*``/``remove_device``/``action_completed`` are plain synchronous calls that must be
+made from the event loop thread that runs the bus.
+
+Objects: ``/org/daxd/Daxd1`` is the ``org.freedesktop.DBus.ObjectManager`` and carries
+``org.daxd.Daxd1.Manager``; each device is ``/org/daxd/Daxd1/devices/<escaped name>`` with
+``org.daxd.Daxd1.Device`` (see :func:`device_object_path`).
+
+dbus-fast treats every exported path as an object manager of its own and, on export/unexport,
+emits ``InterfacesAdded``/``InterfacesRemoved`` from the exported object's own path (and for the
+manager object itself).  Clients such as GDBusObjectManagerClient and sd-bus only listen on the
+manager's path, so this module suppresses those and emits the signals itself, from
+``/org/daxd/Daxd1``, for device objects only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import string
+from typing import Any, Protocol
+
+from dbus_fast import (
+    BusType,
+    DBusError,
+    ErrorType,
+    Message,
+    MessageFlag,
+    MessageType,
+    NameFlag,
+    RequestNameReply,
+    Variant,
+)
+from dbus_fast.aio import MessageBus
+from dbus_fast.service import ServiceInterface
+
+from daxd import __version__
+from daxd.service.dbus_objects import (
+    BUS_NAME,
+    DEVICE_INTERFACE,
+    DEVICES_PATH,
+    ERROR_FAILED,
+    ERROR_PERMISSION_DENIED,
+    ERROR_POLICY_INVALID,
+    GENERIC_FAILURE,
+    MANAGER_INTERFACE,
+    MANAGER_PATH,
+    OBJECT_MANAGER_INTERFACE,
+    DeviceInterface,
+    ManagerInterface,
+    PolicyInvalidError,
+    StatusInterface,
+)
+from daxd.service.status import DeviceStatus, ManagerStatus
+
+__all__ = [
+    "BUS_NAME",
+    "DEVICES_PATH",
+    "DEVICE_INTERFACE",
+    "ERROR_FAILED",
+    "ERROR_PERMISSION_DENIED",
+    "ERROR_POLICY_INVALID",
+    "MANAGER_INTERFACE",
+    "MANAGER_PATH",
+    "BusNameError",
+    "Controller",
+    "DBusApi",
+    "PolicyInvalidError",
+    "connect_system_bus",
+    "device_object_path",
+]
+
+DEFAULT_SYSTEM_BUS_ADDRESS = "unix:path=/run/dbus/system_bus_socket"
+POLICY_FILE = "/usr/share/dbus-1/system.d/org.daxd.Daxd1.conf"
+
+# Methods that change the system: only uid 0 may call them (the bus policy says so too).
+PRIVILEGED_METHODS = frozenset({"Reload", "Reconcile"})
+
+_MAX_ERROR_TEXT = 16 * 1024
+_PATH_CHARS = frozenset(string.ascii_letters + string.digits)
+
+_log = logging.getLogger(__name__)
+
+
+class Controller(Protocol):
+    """What the D-Bus API needs from the daemon."""
+
+    async def reload(self) -> None:
+        """Re-read the policy and apply it; raise PolicyInvalidError if it cannot be used."""
+
+    async def reconcile(self) -> None:
+        """Re-scan the devices and apply the policy in force."""
+
+    def plan_json(self) -> str:
+        """What reconciling now would do, as JSON; must not change anything."""
+
+
+class BusNameError(RuntimeError):
+    """``org.daxd.Daxd1`` could not be owned (another daxd runs, or the bus policy forbids it)."""
+
+
+def device_object_path(name: str) -> str:
+    """The object path of a device: ``dax0.0`` -> ``/org/daxd/Daxd1/devices/dax0_0``.
+
+    ``.`` becomes ``_``; any other character an object path cannot hold becomes ``_xx`` per
+    UTF-8 byte (lower-case hex).  Clients should read the ``Name`` property rather than decode.
+    """
+    if not name:
+        raise ValueError("a device name cannot be empty")
+    parts: list[str] = []
+    for char in name:
+        if char in _PATH_CHARS:
+            parts.append(char)
+        elif char == ".":
+            parts.append("_")
+        else:
+            parts.extend(f"_{byte:02x}" for byte in char.encode())
+    return f"{DEVICES_PATH}/{''.join(parts)}"
+
+
+async def connect_system_bus(address: str | None = None) -> MessageBus:
+    """Connect to ``address``, else ``$DBUS_SYSTEM_BUS_ADDRESS``, else the standard system bus."""
+    address = address or os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or DEFAULT_SYSTEM_BUS_ADDRESS
+    return await MessageBus(bus_address=address, bus_type=BusType.SYSTEM).connect()
+
+
+def _export_quietly(bus: MessageBus, path: str, interface: ServiceInterface) -> None:
+    """``bus.export()`` without dbus-fast's own (wrongly placed) ``InterfacesAdded``.
+
+    dbus-fast skips that signal while the bus counts as disconnected; ``export`` is synchronous,
+    so nothing else can observe the flag in between.
+    """
+    was_disconnected = bus._disconnected
+    bus._disconnected = True
+    try:
+        bus.export(path, interface)
+    finally:
+        bus._disconnected = was_disconnected
+
+
+def _unexport_quietly(bus: MessageBus, path: str, interface: ServiceInterface) -> None:
+    """``bus.unexport()`` without dbus-fast's own ``InterfacesRemoved`` (see above)."""
+    was_disconnected = bus._disconnected
+    bus._disconnected = True
+    try:
+        bus.unexport(path, interface)
+    finally:
+        bus._disconnected = was_disconnected
+
+
+def _checked_values(interface: StatusInterface, what: str) -> dict[str, Variant]:
+    """The wire values, or ValueError when one does not fit its D-Bus type."""
+    try:
+        return interface.dbus_values()
+    except Exception as exc:
+        raise ValueError(f"{what} cannot be published: {exc}") from exc
+
+
+def _changed(old: dict[str, Variant], new: dict[str, Variant]) -> dict[str, Any]:
+    """Properties whose value differs, as plain values for ``emit_properties_changed``."""
+    return {name: value.value for name, value in new.items() if old.get(name) != value}
+
+
+class DBusApi:
+    """Publishes daxd's state on D-Bus and forwards Reload/Reconcile/Plan to a Controller."""
+
+    def __init__(self, controller: Controller, manager: ManagerStatus | None = None) -> None:
+        self._controller = controller
+        self._manager = ManagerInterface(
+            manager or ManagerStatus(__version__, "", "", 0, ""), controller.plan_json
+        )
+        _checked_values(self._manager, "the manager status")  # fail here, not in GetAll
+        self._devices: dict[str, DeviceInterface] = {}  # by object path
+        self._paths: dict[str, str] = {}  # device name -> object path
+        self._bus: MessageBus | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._method_signatures = self._own_method_signatures()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def bus(self) -> MessageBus | None:
+        """The bus the API is exported on, ``None`` when not started."""
+        return self._bus
+
+    async def start(self, bus: MessageBus) -> None:
+        """Export every object on ``bus``, then request ``org.daxd.Daxd1``.
+
+        Raises BusNameError (with everything undone) when the name cannot be owned.
+        """
+        if self._bus is not None:
+            raise RuntimeError("the D-Bus API is already started")
+        self._bus = bus
+        bus.add_message_handler(self._filter)
+        _export_quietly(bus, MANAGER_PATH, self._manager)
+        for path, device in self._devices.items():
+            _export_quietly(bus, path, device)
+        try:
+            reply = await bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
+        except DBusError as exc:
+            self._detach(bus)
+            if exc.type == ErrorType.ACCESS_DENIED.value:
+                raise BusNameError(
+                    f"the bus does not let this process own {BUS_NAME}: {exc.text} "
+                    f"(daxd must run as root and {POLICY_FILE} must be installed)"
+                ) from None
+            raise BusNameError(f"could not request {BUS_NAME}: {exc.type}: {exc.text}") from None
+        except BaseException:
+            self._detach(bus)
+            raise
+        if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+            owner = await self._name_owner(bus)
+            self._detach(bus)
+            raise BusNameError(
+                f"{BUS_NAME} is already owned by {owner or 'another connection'} "
+                f"({reply.name}); is another daxd running?"
+            )
+        _log.info("D-Bus API ready as %s on %s", BUS_NAME, bus.unique_name)
+
+    async def stop(self) -> None:
+        """Release the name and remove every object (no signals: clients see the name go).
+
+        Reload/Reconcile calls in flight are not cancelled (the controller's work is the
+        daemon's to stop); their replies are dropped.
+        """
+        bus = self._bus
+        if bus is None:
+            return
+        if bus.connected:
+            try:
+                await bus.release_name(BUS_NAME)
+            except Exception:
+                _log.warning("could not release %s", BUS_NAME, exc_info=True)
+        self._detach(bus)
+
+    def _detach(self, bus: MessageBus) -> None:
+        bus.remove_message_handler(self._filter)
+        _unexport_quietly(bus, MANAGER_PATH, self._manager)
+        for path, device in self._devices.items():
+            _unexport_quietly(bus, path, device)
+        self._bus = None
+
+    @staticmethod
+    async def _name_owner(bus: MessageBus) -> str:
+        try:
+            reply = await bus.call(
+                Message(
+                    destination="org.freedesktop.DBus",
+                    path="/org/freedesktop/DBus",
+                    interface="org.freedesktop.DBus",
+                    member="GetNameOwner",
+                    signature="s",
+                    body=[BUS_NAME],
+                )
+            )
+        except Exception:
+            return ""
+        if reply.message_type != MessageType.METHOD_RETURN:
+            return ""
+        return str(reply.body[0])
+
+    # -- state pushed in by the daemon -------------------------------------------------------
+
+    @property
+    def device_names(self) -> list[str]:
+        return [device.status.name for device in self._devices.values()]
+
+    def set_manager(self, status: ManagerStatus) -> None:
+        """Publish the daemon's own status; emits PropertiesChanged with what changed."""
+        old = self._manager.dbus_values()
+        previous = self._manager.status
+        self._manager.status = status
+        try:
+            new = _checked_values(self._manager, "the manager status")
+        except ValueError:
+            self._manager.status = previous
+            raise
+        self._emit_changed(self._manager, old, new)
+
+    def set_device(self, status: DeviceStatus) -> None:
+        """Add or update a device.
+
+        A new device gets its object and ``InterfacesAdded`` (from ``/org/daxd/Daxd1``) plus a
+        ``Devices`` change on the manager; a known one gets ``PropertiesChanged`` with only the
+        properties whose value changed (nothing when nothing changed).  Values that do not fit
+        their D-Bus type (e.g. a negative size) raise ValueError and change nothing.
+        """
+        path = device_object_path(status.name)
+        device = self._devices.get(path)
+        if device is not None and device.status.name != status.name:
+            raise ValueError(
+                f"devices {device.status.name!r} and {status.name!r} map to the same object path"
+            )
+        if device is None:
+            device = DeviceInterface(status)
+            values = _checked_values(device, f"device {status.name!r}")
+            self._devices[path] = device
+            self._paths[status.name] = path
+            if self._bus is not None:
+                _export_quietly(self._bus, path, device)
+                self._send_object_manager_signal(
+                    "InterfacesAdded", "oa{sa{sv}}", [path, {DEVICE_INTERFACE: values}]
+                )
+            self._publish_devices()
+            return
+        old = device.dbus_values()
+        previous = device.status
+        device.status = status
+        try:
+            new = _checked_values(device, f"device {status.name!r}")
+        except ValueError:
+            device.status = previous
+            raise
+        self._emit_changed(device, old, new)
+
+    def remove_device(self, name: str) -> None:
+        """Remove a device's object (``InterfacesRemoved``); unknown names are ignored."""
+        path = self._paths.pop(name, None)
+        if path is None:
+            return
+        device = self._devices.pop(path)
+        if self._bus is not None:
+            _unexport_quietly(self._bus, path, device)
+            self._send_object_manager_signal("InterfacesRemoved", "oas", [path, [DEVICE_INTERFACE]])
+        self._publish_devices()
+
+    def action_completed(self, device: str, action: str, result: str, message: str) -> None:
+        """Emit ``ActionCompleted(device, action, result, message)`` on the manager object."""
+        if self._bus is not None:
+            try:
+                self._manager.ActionCompleted(device, action, result, message)
+            except Exception:
+                _log.warning("could not emit ActionCompleted for %s", device, exc_info=True)
+
+    def _publish_devices(self) -> None:
+        old = self._manager.dbus_values()
+        self._manager.device_paths = sorted(self._devices)
+        self._emit_changed(self._manager, old, self._manager.dbus_values())
+
+    def _emit_changed(
+        self, interface: ServiceInterface, old: dict[str, Variant], new: dict[str, Variant]
+    ) -> None:
+        changed = _changed(old, new)
+        if changed and self._bus is not None:
+            try:
+                interface.emit_properties_changed(changed)
+            except Exception:
+                _log.warning(
+                    "could not emit PropertiesChanged on %s", interface.name, exc_info=True
+                )
+
+    def _send_object_manager_signal(self, member: str, signature: str, body: list[Any]) -> None:
+        assert self._bus is not None
+        try:
+            self._bus.send(
+                Message.new_signal(MANAGER_PATH, OBJECT_MANAGER_INTERFACE, member, signature, body)
+            )
+        except Exception:
+            _log.warning("could not emit %s for %s", member, body[0], exc_info=True)
+
+    # -- incoming calls that dbus-fast cannot route the way we need ---------------------------
+
+    def _own_method_signatures(self) -> dict[tuple[str, str], str]:
+        """(interface, method) -> input signature; only the manager has methods."""
+        intro = self._manager.introspect()
+        return {(intro.name, method.name): method.in_signature for method in intro.methods}
+
+    def _filter(self, msg: Message) -> bool:
+        """Runs before dbus-fast's dispatch for every incoming message; True = answered here."""
+        if msg.message_type != MessageType.METHOD_CALL or msg.path is None or msg.member is None:
+            return False
+        if msg.path == MANAGER_PATH:
+            interface = msg.interface or MANAGER_INTERFACE
+        elif msg.path in self._devices:
+            interface = msg.interface or DEVICE_INTERFACE
+        else:
+            return False
+        expected = self._method_signatures.get((interface, msg.member))
+        if expected is None:
+            return False
+        if msg.signature != expected:
+            self._reply(
+                msg,
+                Message.new_error(
+                    msg,
+                    ErrorType.INVALID_ARGS.value,
+                    f"{interface}.{msg.member} takes arguments of type '{expected}', "
+                    f"not '{msg.signature}'",
+                ),
+            )
+            return True
+        if interface == MANAGER_INTERFACE and msg.member in PRIVILEGED_METHODS:
+            task = asyncio.get_running_loop().create_task(self._privileged_call(msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return True
+        return False
+
+    async def _privileged_call(self, msg: Message) -> None:
+        try:
+            if not await self._sent_by_root(msg):
+                reply = Message.new_error(
+                    msg, ERROR_PERMISSION_DENIED, f"{msg.member} is only allowed for root"
+                )
+            else:
+                if msg.member == "Reload":
+                    await self._controller.reload()
+                else:
+                    await self._controller.reconcile()
+                reply = Message.new_method_return(msg)
+        except PolicyInvalidError as exc:
+            reply = Message.new_error(msg, ERROR_POLICY_INVALID, exc.text[:_MAX_ERROR_TEXT])
+        except Exception:
+            _log.exception("D-Bus %s() failed", msg.member)
+            reply = Message.new_error(msg, ERROR_FAILED, GENERIC_FAILURE)
+        self._reply(msg, reply)
+
+    async def _sent_by_root(self, msg: Message) -> bool:
+        """Ask the bus who sent ``msg``; anything but uid 0 (or not knowing) is refused."""
+        bus = self._bus
+        uid: int | None = None
+        why = "no sender"
+        if bus is not None and msg.sender:
+            reply = await bus.call(
+                Message(
+                    destination="org.freedesktop.DBus",
+                    path="/org/freedesktop/DBus",
+                    interface="org.freedesktop.DBus",
+                    member="GetConnectionUnixUser",
+                    signature="s",
+                    body=[msg.sender],
+                )
+            )
+            if reply.message_type == MessageType.METHOD_RETURN:
+                uid = int(reply.body[0])
+                why = f"uid {uid}"
+            else:  # typically: the caller has disconnected already
+                why = f"uid unknown: {reply.error_name}"
+        if uid != 0:
+            _log.warning("refused D-Bus %s() from %s (%s)", msg.member, msg.sender, why)
+        return uid == 0
+
+    def _reply(self, msg: Message, reply: Message) -> None:
+        bus = self._bus
+        if bus is None or not bus.connected or msg.flags & MessageFlag.NO_REPLY_EXPECTED:
+            return
+        bus.send(reply)

@@ -1,0 +1,87 @@
+"""Kernel events as hints: which device to re-read. Sources expose a real fd for the event loop."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+log = logging.getLogger("daxd.events")
+
+_BLOCK = re.compile(r"^memory([0-9]+)$")
+_DEVICE = re.compile(r"^dax[0-9]+\.[0-9]+$")
+
+SUBSYSTEMS = ("dax", "memory")
+
+
+@dataclass(frozen=True)
+class Event:
+    action: str  # add / remove / bind / unbind / change / online / offline
+    subsystem: str  # dax / memory
+    name: str  # dax0.0 / memory33
+
+    @property
+    def device(self) -> str | None:
+        return self.name if self.subsystem == "dax" and _DEVICE.match(self.name) else None
+
+    @property
+    def block(self) -> int | None:
+        m = _BLOCK.match(self.name) if self.subsystem == "memory" else None
+        return int(m.group(1)) if m else None
+
+
+class Overflow(Exception):
+    """Events were lost (netlink receive buffer overrun): everything must be re-read."""
+
+
+class EventSource(Protocol):
+    def fileno(self) -> int: ...
+
+    def drain(self) -> list[Event]:
+        """Every event ready now, without blocking; raises Overflow when some were lost."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class UdevSource:
+    """udev's netlink monitor for the dax and memory subsystems, read without helper threads."""
+
+    # A CXL device brings hundreds of memory block events at once; do not drop them.
+    RECEIVE_BUFFER = 64 * 1024 * 1024
+
+    def __init__(self) -> None:
+        import pyudev
+
+        self._context = pyudev.Context()
+        self._monitor: Any = pyudev.Monitor.from_netlink(self._context)
+        for subsystem in SUBSYSTEMS:
+            self._monitor.filter_by(subsystem)
+        try:
+            self._monitor.set_receive_buffer_size(self.RECEIVE_BUFFER)
+        except OSError as e:  # needs CAP_NET_ADMIN past rmem_max; a smaller buffer still works
+            log.warning("cannot enlarge the udev receive buffer: %s", e)
+        self._monitor.start()
+
+    def fileno(self) -> int:
+        fd: int = self._monitor.fileno()
+        return fd
+
+    def drain(self) -> list[Event]:
+        out: list[Event] = []
+        while True:
+            try:
+                device = self._monitor.poll(timeout=0)
+            except OSError as e:
+                raise Overflow(str(e)) from None
+            if device is None:
+                return out
+            action = device.action or "change"
+            out.append(Event(action, device.subsystem or "", device.sys_name or ""))
+
+    def close(self) -> None:
+        try:
+            self._monitor.stop()
+        except Exception:
+            log.debug("closing the udev monitor failed", exc_info=True)

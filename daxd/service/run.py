@@ -1,0 +1,125 @@
+"""Wiring for `daxd run`: the daemon, udev, the system bus and systemd, put together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import ClassVar
+
+from daxd.kernel.sysfs import Sysfs
+from daxd.service.daemon import Daemon, DaemonConfig, PolicyRejected
+from daxd.service.events import EventSource
+from daxd.service.notify import Notifier
+
+log = logging.getLogger("daxd")
+
+
+class _Controller:
+    """What D-Bus callers may ask of the daemon, with the daemon's errors in D-Bus terms."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    async def reload(self) -> None:
+        from daxd.service.dbus_api import PolicyInvalidError
+
+        try:
+            await self.daemon.reload()
+        except PolicyRejected as e:
+            raise PolicyInvalidError(str(e)) from None
+
+    async def reconcile(self) -> None:
+        await self.daemon.reconcile(force=True)
+
+    def plan_json(self) -> str:
+        return self.daemon.plan_json()
+
+
+def setup_logging(verbose: bool) -> None:
+    """Journal-friendly lines: systemd adds the time; <N> prefixes carry the priority."""
+    import os
+
+    under_systemd = bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        _JournalFormatter()
+        if under_systemd
+        else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+class _JournalFormatter(logging.Formatter):
+    """sd-daemon(3) priority prefixes, so the journal files each line at the right level."""
+
+    PRIORITY: ClassVar[dict[int, int]] = {
+        logging.DEBUG: 7,
+        logging.INFO: 6,
+        logging.WARNING: 4,
+        logging.ERROR: 3,
+        logging.CRITICAL: 2,
+    }
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = self.PRIORITY.get(record.levelno, 6)
+        text = super().format(record)
+        return "\n".join(f"<{prio}>{line}" for line in text.splitlines() or [""])
+
+
+def run(
+    *,
+    sysfs_root: str,
+    proc_root: str,
+    policy: Path,
+    policy_dir: Path | None,
+    offline_timeout: float,
+    use_bus: bool,
+    use_udev: bool,
+) -> int:
+    config = DaemonConfig(
+        sysfs=Sysfs(sysfs_root),
+        policy_path=policy,
+        policy_dir=policy_dir,
+        proc_root=Path(proc_root),
+        offline_timeout=offline_timeout,
+    )
+    events: EventSource | None = None
+    if use_udev:
+        from daxd.service.events import UdevSource
+
+        try:
+            events = UdevSource()
+        except Exception as e:  # pyudev raises several kinds; all mean "no udev here"
+            log.error("cannot listen to udev: %s", e)
+            return 1
+    daemon = Daemon(config, events=events, notifier=Notifier())
+    return asyncio.run(_main(daemon, use_bus))
+
+
+async def _main(daemon: Daemon, use_bus: bool) -> int:
+    api = None
+
+    async def bus_setup(d: Daemon) -> None:
+        nonlocal api
+        from daxd.service.dbus_api import BusNameError, DBusApi, connect_system_bus
+
+        try:
+            bus = await connect_system_bus()
+        except OSError as e:
+            raise SystemExit(f"daxd: cannot connect to the system bus: {e}") from None
+        api = DBusApi(_Controller(d), d.manager_status())
+        d.publisher = api
+        try:
+            await api.start(bus)
+        except BusNameError as e:
+            raise SystemExit(f"daxd: {e}") from None
+
+    try:
+        return await daemon.run(bus_setup if use_bus else None)
+    finally:
+        if api is not None:
+            await api.stop()

@@ -1,0 +1,376 @@
+"""FakeKernel: a sysfs tree of real files whose writes are answered the way Linux 6.12 answers them.
+
+    kernel = FakeKernel(tmp_path)                # boot memory on node 0, no DAX devices
+    dev = kernel.add_pmem_device()               # dax0.0 bound to device_dax, as at boot
+    kernel.sysfs.write("bus/dax/drivers/device_dax/unbind", "dax0.0")
+    read_state(kernel.sysfs)                     # or Sysfs(kernel.sysfs_root)
+
+Every change is recorded as a Uevent (``kernel.uevents``, and ``kernel.listener``); what must never
+happen in daxd is recorded too: ``kernel.leaks`` (kmem unbound while memory could not be removed),
+``kernel.sigbus`` (device_dax unbound under a process), ``kernel.untimed_blocking_writes``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import re
+import stat
+import uuid as uuidlib
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from tests.fakekernel.daxbus import DRIVERS, Bound, DaxBus, FakeDevice, Leak, Victim
+from tests.fakekernel.events import EventLog, Uevent
+from tests.fakekernel.kstr import einval, kstrtobool, match_word
+from tests.fakekernel.layouts import PMD, cxl_region, hmem_region, pmem_region
+from tests.fakekernel.memory import (
+    HANG,
+    MEMORY,
+    ONLINE_TYPES,
+    PARAMS,
+    FakeBlock,
+    GiB,
+    HotplugConfig,
+    MemorySubsystem,
+    MiB,
+    oserror,
+)
+from tests.fakekernel.procfs import FakeProcfs
+from tests.fakekernel.sysfs import FakeSysfs
+from tests.fakekernel.tree import Tree
+
+PMEM_HEAD = 0x1200000  # [facts] the devdax namespace starts 18 MiB into the NVDIMM (labels, info)
+PMEM_SIZE = 1054867456  # [facts] 1006 MiB: 7 whole 128 MiB blocks, memory33..memory39
+_DRIVER_ATTR = re.compile(r"^bus/dax/drivers/([a-z_]+)/(bind|unbind|new_id|remove_id)$")
+_BLOCK_ATTR = re.compile(rf"^{MEMORY}/memory([0-9]+)/(state|online)$")
+
+
+@dataclass
+class _Fault:
+    glob: str
+    errno: int
+    times: int
+
+
+class FakeKernel:
+    def __init__(
+        self,
+        base: Path,
+        *,
+        block_size: int = 128 * MiB,
+        boot_memory: int = 2 * GiB,
+        auto_online_blocks: str = "online",
+        online_policy: str = "contig-zones",
+        memmap_on_memory: str = "N",
+        hotremove: bool = True,
+        movable_node: bool = False,
+    ) -> None:
+        self.sysfs_root = base / "sys"
+        self.proc_root = base / "proc"
+        self.tree = Tree(self.sysfs_root)
+        self.events = EventLog()
+        self.config = HotplugConfig(
+            block_size=block_size,
+            auto_online_blocks=auto_online_blocks,
+            online_policy=online_policy,
+            memmap_on_memory=memmap_on_memory,
+            hotremove=hotremove,
+            movable_node=movable_node,
+        )
+        self.memory = MemorySubsystem(self.tree, self.events, self.config)
+        self.procfs = FakeProcfs(Tree(self.proc_root))
+        self.bus = DaxBus(self.tree, self.events, self.memory, self.procfs)
+        self.memory.add_boot_blocks(boot_memory // block_size)
+        self.writes: list[tuple[str, str]] = []  # every write attempted, in order
+        self.non_root = False  # reads of 0400 attributes fail with EACCES, as for a user
+        self._faults: list[_Fault] = []
+        self._next_region = 0
+        self._next_phys = 4 * GiB  # above the boot memory and the PCI hole
+        self.sysfs = FakeSysfs(self)
+
+    # --- what happened -----------------------------------------------------------------------
+    @property
+    def uevents(self) -> list[Uevent]:
+        return self.events.events
+
+    @property
+    def listener(self) -> Callable[[Uevent], None] | None:
+        return self.events.listener
+
+    @listener.setter
+    def listener(self, fn: Callable[[Uevent], None] | None) -> None:
+        self.events.listener = fn
+
+    @property
+    def leaks(self) -> list[Leak]:
+        return self.bus.leaks
+
+    @property
+    def sigbus(self) -> list[Victim]:
+        return self.bus.sigbus
+
+    @property
+    def untimed_blocking_writes(self) -> list[str]:
+        return self.memory.records.untimed_blocking_writes
+
+    @property
+    def devices(self) -> dict[str, FakeDevice]:
+        return self.bus.devices
+
+    @property
+    def blocks(self) -> dict[int, FakeBlock]:
+        return self.memory.blocks
+
+    def blocks_of(self, name: str) -> list[FakeBlock]:
+        """The blocks inside a device's ranges (whole blocks only), ascending."""
+        bs = self.config.block_size
+        ranges = [range(-(-s // bs), (e + 1) // bs) for s, e in self.devices[name].ranges]
+        return [b for i, b in sorted(self.blocks.items()) if any(i in r for r in ranges)]
+
+    # --- builders ----------------------------------------------------------------------------
+    def add_pmem_device(
+        self,
+        *,
+        size: int = PMEM_SIZE,
+        start: int | None = None,
+        region: int | None = None,
+        namespace: int = 0,
+        target_node: int = 1,
+        numa_node: int = 0,
+        align: int = PMD,
+        uuid: str | None = None,
+        namespace_uuid: str | None = None,
+        bound: Bound = "auto",
+        memmap_on_memory: bool | None = False,
+        mappings: bool = True,
+        legacy: bool = False,
+    ) -> FakeDevice:
+        """A devdax namespace (ndctl create-namespace -m devdax); auto-binds device_dax."""
+        rid = self._region_id(region)
+        begin = self._place(start, PMEM_HEAD, size)
+        r = pmem_region(
+            self.tree,
+            rid,
+            namespace,
+            begin,
+            size,
+            target_node=target_node,
+            numa_node=numa_node,
+            align=align,
+            uuid=uuid or str(uuidlib.uuid4()),
+            namespace_uuid=namespace_uuid or str(uuidlib.uuid4()),
+            legacy=legacy,
+        )
+        self.bus.add_region(r)
+        d = self.bus.new_device(
+            r,
+            [(begin, begin + size - 1)],
+            dev_id=namespace,
+            memmap_on_memory=None if legacy else memmap_on_memory,
+            mappings=mappings and not legacy,
+        )
+        return self.bus.add_device(d, bound)
+
+    def add_legacy_device(self, **kwargs: Any) -> FakeDevice:
+        """A pmem device in the /sys/class/dax model (CONFIG_DEV_DAX_PMEM_COMPAT)."""
+        return self.add_pmem_device(legacy=True, **kwargs)
+
+    def add_hmem_device(
+        self,
+        *,
+        size: int = 2 * GiB,
+        start: int | None = None,
+        ranges: list[tuple[int, int]] | None = None,
+        region: int | None = None,
+        target_node: int = 1,
+        numa_node: int = 0,
+        bound: Bound = "auto",
+        memmap_on_memory: bool | None = False,
+        mappings: bool = True,
+    ) -> FakeDevice:
+        """Soft-reserved memory (EFI_MEMORY_SP); since 6.3 it auto-binds kmem, as at boot.
+
+        ``ranges``: [(start, size), ...] for a multi-range device (after daxctl reconfiguring).
+        """
+        rid = self._region_id(region)
+        spans = self._spans(start, size, ranges)
+        r = hmem_region(
+            self.tree,
+            rid,
+            spans[0][0],
+            spans[-1][1],
+            target_node=target_node,
+            numa_node=numa_node,
+        )
+        self.bus.add_region(r)
+        d = self.bus.new_device(r, spans, memmap_on_memory=memmap_on_memory, mappings=mappings)
+        return self.bus.add_device(d, bound)
+
+    def add_cxl_device(
+        self,
+        *,
+        size: int = 4 * GiB,
+        start: int | None = None,
+        ranges: list[tuple[int, int]] | None = None,
+        region: int | None = None,
+        target_node: int = 2,
+        numa_node: int = 0,
+        bound: Bound = "auto",
+        memmap_on_memory: bool | None = True,
+        mappings: bool = True,
+    ) -> FakeDevice:
+        """A volatile CXL region's device; cxl.c sets memmap_on_memory and auto-binds kmem."""
+        rid = self._region_id(region)
+        spans = self._spans(start, size, ranges)
+        r = cxl_region(
+            self.tree,
+            rid,
+            spans[0][0],
+            spans[-1][1],
+            target_node=target_node,
+            numa_node=numa_node,
+        )
+        self.bus.add_region(r)
+        d = self.bus.new_device(r, spans, memmap_on_memory=memmap_on_memory, mappings=mappings)
+        return self.bus.add_device(d, bound)
+
+    def add_seed_device(self, region: int) -> FakeDevice:
+        """A size-0 device in a dynamic (hmem/cxl) region: what is left after destroy-device."""
+        r = self.bus.regions[region]
+        assert not r.static, "static (pmem) regions have no seeds"
+        d = self.bus.new_device(r, [], memmap_on_memory=False)
+        return self.bus.add_device(d, "auto")  # dax_bus_probe() refuses size 0: stays unbound
+
+    def remove_device(self, name: str) -> None:
+        """The device goes away (namespace disabled, CXL region destroyed) mid-operation."""
+        self.bus.remove_device(name)
+
+    def _region_id(self, region: int | None) -> int:
+        # nvdimm, hmem and cxl all take region ids from memregion_alloc(): one id space.
+        rid = self._next_region if region is None else region
+        self._next_region = max(self._next_region, rid + 1)
+        return rid
+
+    def _place(self, start: int | None, head: int, size: int) -> int:
+        begin = self._next_phys + head if start is None else start
+        self._advance(begin + size - 1)
+        return begin
+
+    def _advance(self, end: int) -> None:
+        """Default placements go above everything placed so far, 1 GiB aligned."""
+        self._next_phys = max(self._next_phys, -(-(end + 1) // GiB) * GiB)
+
+    def _spans(
+        self, start: int | None, size: int, ranges: list[tuple[int, int]] | None
+    ) -> list[tuple[int, int]]:
+        if ranges is None:
+            begin = self._place(start, 0, size)
+            return [(begin, begin + size - 1)]
+        out = [(s, s + n - 1) for s, n in ranges]
+        self._advance(max(e for _, e in out))
+        return out
+
+    # --- knobs and faults --------------------------------------------------------------------
+    def configure(self, **knobs: Any) -> None:
+        """Change HotplugConfig fields (boot parameters, kernel config) and re-render."""
+        names = {f.name for f in fields(HotplugConfig)}
+        for key, value in knobs.items():
+            assert key in names, f"unknown knob {key}"
+            setattr(self.config, key, value)
+        self.memory.render_globals()
+
+    def fail(self, path_glob: str, err: int, times: int = 1) -> None:
+        """The next ``times`` writes to paths matching ``path_glob`` fail with ``err``."""
+        self._faults.append(_Fault(path_glob, err, times))
+
+    def block_offline_fails(self, index: int, err: int = errno.EBUSY) -> None:
+        """Offlining the block fails (EBUSY: unmovable pages, offline_pages())."""
+        self.blocks[index].offline_fault = err
+
+    def block_offline_hangs(self, index: int) -> None:
+        """Offlining the block loops (long-term pinned pages) until the write is interrupted."""
+        self.blocks[index].offline_fault = HANG
+
+    def set_removable(self, index: int, removable: bool) -> None:
+        """removable=0 on one block (per-block before 5.9); offlining it then fails EBUSY."""
+        b = self.blocks[index]
+        b.removable = removable
+        b.offline_fault = None if removable else errno.EBUSY
+        self.memory.render_block(b)
+
+    def open_device(self, pid: int, comm: str, devname: str, mapped: bool = False) -> None:
+        self.procfs.open_device(pid, comm, devname, mapped)
+
+    def close_device(self, pid: int, devname: str) -> None:
+        self.procfs.close_device(pid, devname)
+
+    def exit_process(self, pid: int) -> None:
+        self.procfs.exit(pid)
+
+    # --- writes ------------------------------------------------------------------------------
+    def handle_write(self, rel: str, value: str, timeout: float | None) -> None:
+        """What write(2) of ``value`` to ``rel`` does; raises OSError like the kernel."""
+        self.writes.append((rel, value))
+        path = self.sysfs_root / rel
+        resolved = os.path.relpath(os.path.realpath(path), os.path.realpath(self.sysfs_root))
+        for f in self._faults:
+            if f.times > 0 and (fnmatch.fnmatch(rel, f.glob) or fnmatch.fnmatch(resolved, f.glob)):
+                f.times -= 1
+                raise oserror(f.errno)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise oserror(errno.ENOENT) from None
+        if stat.S_ISDIR(st.st_mode):
+            raise oserror(errno.EISDIR)
+        if not st.st_mode & 0o222:
+            raise oserror(errno.EACCES)  # kernfs_fop_open(): no write bits, even for root [facts]
+        if not value:
+            return  # sysfs_kf_write(): a zero-length write never reaches ->store()
+        self._dispatch(resolved, value, timeout)
+
+    def _dispatch(self, resolved: str, value: str, timeout: float | None) -> None:
+        if m := _DRIVER_ATTR.match(resolved):
+            drv, attr = m.groups()
+            assert drv in DRIVERS
+            getattr(self.bus, attr)(drv, value)
+            return
+        if m := _BLOCK_ATTR.match(resolved):
+            self._block_write(int(m.group(1)), m.group(2), value, timeout)
+            return
+        for d in self.devices.values():
+            if resolved == f"{d.devpath}/memmap_on_memory":
+                self.bus.set_memmap(d, value)
+                return
+        if resolved == f"{MEMORY}/auto_online_blocks":
+            self.configure(auto_online_blocks=match_word(value, ONLINE_TYPES))
+        elif resolved == f"{PARAMS}/online_policy":
+            self.configure(online_policy=match_word(value, ("contig-zones", "auto-movable")))
+        elif resolved == f"{PARAMS}/auto_movable_numa_aware":
+            self.configure(auto_movable_numa_aware=kstrtobool(value))
+        elif resolved == f"{PARAMS}/auto_movable_ratio":
+            try:
+                self.configure(auto_movable_ratio=int(value.strip(), 0))
+            except ValueError:
+                raise einval() from None
+        else:
+            raise NotImplementedError(f"the fake kernel does not model writes to {resolved}")
+
+    def _block_write(self, index: int, attr: str, value: str, timeout: float | None) -> None:
+        if attr == "state":
+            # state_store(): a word from online_type_to_str[]; the current state again is EINVAL.
+            word = match_word(value, ONLINE_TYPES)
+            if word == "offline":
+                changed = self.memory.offline(index, timeout)
+            else:
+                changed = self.memory.online(index, word)
+            if not changed:
+                raise einval()  # [facts]
+        elif kstrtobool(value):  # online_store() (drivers/base/core.c): "1" -> default zone
+            self.memory.online(index, "online")  # already online: accepted silently
+        else:
+            self.memory.offline(index, timeout)

@@ -1,0 +1,34 @@
+"""The Sysfs daxd uses, pointed at the fake tree, with writes answered by the FakeKernel."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import TYPE_CHECKING
+
+from daxd.kernel.sysfs import Sysfs, SysfsError
+
+if TYPE_CHECKING:
+    from tests.fakekernel.kernel import FakeKernel
+
+
+class FakeSysfs(Sysfs):
+    def __init__(self, kernel: FakeKernel) -> None:
+        super().__init__(kernel.sysfs_root)
+        self.kernel = kernel
+
+    def _raw_write(self, rel: str, value: str, timeout: float | None) -> None:
+        self.kernel.handle_write(rel, value, timeout)
+
+    def read(self, rel: str) -> str | None:
+        """kernfs_fop_open(): no read bits -> EACCES even for root; 0400 -> EACCES for a user."""
+        try:
+            st = os.stat(self.path(rel))
+        except OSError:
+            return super().read(rel)
+        if stat.S_ISREG(st.st_mode):
+            wanted = 0o004 if self.kernel.non_root else 0o444
+            if not st.st_mode & wanted:
+                raise SysfsError(rel, errno.EACCES, f"{rel}: cannot read: Permission denied")
+        return super().read(rel)
