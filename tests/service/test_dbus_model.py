@@ -1,0 +1,138 @@
+"""The D-Bus API without a bus: object paths, the published property types, state bookkeeping."""
+
+from __future__ import annotations
+
+import pytest
+
+from daxd.service.dbus_api import DBusApi, device_object_path
+from daxd.service.dbus_objects import DeviceInterface, ManagerInterface
+from daxd.service.status import DeviceState, ManagerStatus
+from tests.service.dbus_bus import MANAGER, FakeController, device
+
+DEVICE_SIGNATURES = {
+    "Name": "s",
+    "Provider": "s",
+    "Size": "t",
+    "NumaNode": "i",
+    "TargetNode": "i",
+    "Driver": "s",
+    "Mode": "s",
+    "Zone": "s",
+    "MemmapOnMemory": "s",
+    "BlocksOnline": "u",
+    "BlocksTotal": "u",
+    "Rule": "s",
+    "DesiredMode": "s",
+    "State": "s",
+    "LastError": "s",
+    "LastChange": "t",
+}
+
+MANAGER_SIGNATURES = {
+    "Version": "s",
+    "PolicyPath": "s",
+    "PolicyError": "s",
+    "PolicyLoadedAt": "t",
+    "Devices": "ao",
+    "Summary": "s",
+    "Conflicts": "as",
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [
+        ("dax0.0", "/org/daxd/Daxd1/devices/dax0_0"),
+        ("dax12.3", "/org/daxd/Daxd1/devices/dax12_3"),
+        ("dax-x", "/org/daxd/Daxd1/devices/dax_2dx"),
+        ("a_b", "/org/daxd/Daxd1/devices/a_5fb"),
+        ("µ", "/org/daxd/Daxd1/devices/_c2_b5"),
+    ],
+)
+def test_device_object_path(name: str, path: str) -> None:
+    assert device_object_path(name) == path
+
+
+def test_device_object_path_rejects_empty_name() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        device_object_path("")
+
+
+def test_device_properties_have_the_documented_types() -> None:
+    intro = DeviceInterface(device()).introspect()
+    assert {p.name: p.signature for p in intro.properties} == DEVICE_SIGNATURES
+    assert all(p.access.value == "read" for p in intro.properties)
+    assert intro.methods == []
+
+
+def test_manager_properties_methods_and_signal() -> None:
+    intro = ManagerInterface(MANAGER, lambda: "{}").introspect()
+    assert {p.name: p.signature for p in intro.properties} == MANAGER_SIGNATURES
+    assert all(p.access.value == "read" for p in intro.properties)
+    methods = {m.name: (m.in_signature, m.out_signature) for m in intro.methods}
+    assert methods == {"Reload": ("", ""), "Reconcile": ("", ""), "Plan": ("", "s")}
+    [signal] = intro.signals
+    assert signal.name == "ActionCompleted"
+    assert [(a.name, a.signature) for a in signal.args] == [
+        ("device", "s"),
+        ("action", "s"),
+        ("result", "s"),
+        ("message", "s"),
+    ]
+
+
+def test_values_are_converted_for_the_wire() -> None:
+    values = DeviceInterface(device(state=DeviceState.FAILED)).dbus_values()
+    assert values["State"].value == "failed"
+    assert type(values["State"].value) is str
+    assert values["Size"].signature == "t"
+
+
+def test_api_keeps_state_without_a_bus() -> None:
+    api = DBusApi(FakeController(), MANAGER)
+    api.set_device(device("dax0.0"))
+    api.set_device(device("dax1.0"))
+    api.set_device(device("dax0.0", state=DeviceState.APPLIED))
+    api.remove_device("dax1.0")
+    api.remove_device("dax7.7")  # unknown: ignored
+    api.action_completed("dax0.0", "online", "ok", "")  # no bus: nothing to emit, no error
+    assert api.device_names == ["dax0.0"]
+    assert api.bus is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"size": -1},
+        {"numa_node": 2**31},
+        {"blocks_total": 2**32},
+        {"last_change": -5},
+    ],
+)
+def test_values_that_do_not_fit_are_refused(bad: dict[str, int]) -> None:
+    api = DBusApi(FakeController(), MANAGER)
+    with pytest.raises(ValueError, match="cannot be published"):
+        api.set_device(device("dax0.0", **bad))
+    assert api.device_names == []
+
+    api.set_device(device())
+    with pytest.raises(ValueError, match="cannot be published"):
+        api.set_device(device("dax0.0", **bad))
+    assert api.device_names == ["dax0.0"]
+
+
+def test_names_that_map_to_one_path_are_refused() -> None:
+    api = DBusApi(FakeController(), MANAGER)
+    api.set_device(device("x.2d"))
+    with pytest.raises(ValueError, match="same object path"):
+        api.set_device(device("x-"))
+    assert api.device_names == ["x.2d"]
+
+
+def test_bad_manager_status_is_refused_and_the_old_one_kept() -> None:
+    api = DBusApi(FakeController(), MANAGER)
+    with pytest.raises(ValueError, match="manager status cannot be published"):
+        api.set_manager(ManagerStatus("1", "/p", "", -1, "s"))
+    with pytest.raises(ValueError, match="manager status cannot be published"):
+        DBusApi(FakeController(), ManagerStatus("1", "/p", "", -1, "s"))
+    api.set_manager(MANAGER)  # still usable after the refusals
