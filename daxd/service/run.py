@@ -97,10 +97,11 @@ def run(
             log.error("cannot listen to udev: %s", e)
             return 1
     daemon = Daemon(config, events=events, notifier=Notifier())
-    return asyncio.run(_main(daemon, use_bus))
+    return asyncio.run(serve(daemon, use_bus))
 
 
-async def _main(daemon: Daemon, use_bus: bool) -> int:
+async def serve(daemon: Daemon, use_bus: bool) -> int:
+    """Run the daemon, published on the system bus when ``use_bus``."""
     api = None
 
     async def bus_setup(d: Daemon) -> None:

@@ -1,0 +1,45 @@
+# Install daxd the way a package would: `make install` (DESTDIR= and PREFIX= respected).
+PREFIX ?= /usr
+DESTDIR ?=
+PYTHON ?= python3
+BINDIR ?= $(PREFIX)/bin
+DOCDIR ?= $(PREFIX)/share/doc/daxd
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+UDEVRULESDIR ?= $(PREFIX)/lib/udev/rules.d
+DBUSPOLICYDIR ?= $(PREFIX)/share/dbus-1/system.d
+SYSCONFDIR ?= /etc
+MODPROBE ?= /sbin/modprobe
+BUSCTL ?= /usr/bin/busctl
+# Debian's pip refuses to touch the system environment without this (PEP 668).
+PIP_FLAGS ?= --no-deps --no-build-isolation --no-warn-script-location --break-system-packages
+
+.PHONY: all install uninstall test demo check
+all:
+	@echo "targets: install, uninstall, test (runs the whole suite), demo (boots the lab VM)"
+
+install:
+	$(PYTHON) -m pip install $(PIP_FLAGS) --root=$(if $(DESTDIR),$(DESTDIR),/) --prefix=$(PREFIX) .
+	install -d $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(UDEVRULESDIR) $(DESTDIR)$(DBUSPOLICYDIR) \
+	  $(DESTDIR)$(SYSCONFDIR)/daxd/policy.d $(DESTDIR)$(DOCDIR)
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
+	  -e 's|@MODPROBE@|$(MODPROBE)|g' -e 's|@BUSCTL@|$(BUSCTL)|g' \
+	  units/daxd.service.in > $(DESTDIR)$(SYSTEMDUNITDIR)/daxd.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/daxd.service
+	install -m 0644 udev-rules/90-daxd.rules $(DESTDIR)$(UDEVRULESDIR)/90-daxd.rules
+	install -m 0644 etc/dbus-1/system.d/org.daxd.Daxd1.conf $(DESTDIR)$(DBUSPOLICYDIR)/
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	# Never overwrite the operator's policy.
+	test -e $(DESTDIR)$(SYSCONFDIR)/daxd/policy.yaml || \
+	  install -m 0644 etc/daxd/policy.yaml $(DESTDIR)$(SYSCONFDIR)/daxd/policy.yaml
+
+uninstall:
+	$(PYTHON) -m pip uninstall -y --break-system-packages daxd || true
+	rm -f $(DESTDIR)$(SYSTEMDUNITDIR)/daxd.service $(DESTDIR)$(UDEVRULESDIR)/90-daxd.rules \
+	  $(DESTDIR)$(DBUSPOLICYDIR)/org.daxd.Daxd1.conf
+	rm -rf $(DESTDIR)$(DOCDIR)
+
+test:
+	./scripts/test
+
+demo:
+	./scripts/demo
