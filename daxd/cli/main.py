@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="drop-in folder (default: policy.d beside the policy file)",
     )
+    p.add_argument(
+        "--allow-untrusted-policy",
+        action="store_true",
+        help="use policy files others could have written (not owned by root, group/world "
+        "writable, symlinks out of the policy folder)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every sysfs write")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -145,6 +151,7 @@ def _dispatch(args: argparse.Namespace, injected: Sysfs | None) -> int:
             proc_root=args.procfs,
             policy=args.policy,
             policy_dir=args.policy_dir,
+            strict_policy=not args.allow_untrusted_policy,
             offline_timeout=args.offline_timeout,
             use_bus=not args.no_bus,
             use_udev=not args.no_udev,
@@ -162,7 +169,7 @@ def _dispatch(args: argparse.Namespace, injected: Sysfs | None) -> int:
 
 
 def _load(args: argparse.Namespace, path: Path | None = None) -> Policy:
-    return load_policy(path or args.policy, args.policy_dir)
+    return load_policy(path or args.policy, args.policy_dir, strict=not args.allow_untrusted_policy)
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -20,26 +20,32 @@ from daxd.policy.document import RULE_KEYS, SELECTOR_KEYS, TOP_KEYS, PolicyDocum
 from daxd.policy.errors import Diagnostic, PolicyError
 from daxd.policy.model import Policy, Rule
 from daxd.policy.source import Source
+from daxd.policy.trust import distrust
 from daxd.policy.values import FieldProblem, describe, did_you_mean, quote
 
 MAX_FILE_SIZE = 256 << 10  # ~2000 rules; bounds parse time (~1 s) and memory
 MAX_DIAGNOSTICS_PER_FILE = 50
 
 
-def load_policy(path: Path, dropin_dir: Path | None = None) -> Policy:
-    """The policy in ``path`` and its drop-ins; raises PolicyError listing every problem."""
-    policy, diagnostics = _load(path, dropin_dir)
+def load_policy(path: Path, dropin_dir: Path | None = None, *, strict: bool = True) -> Policy:
+    """The policy in ``path`` and its drop-ins; raises PolicyError listing every problem.
+
+    ``strict``: refuse files others could have written (see daxd.policy.trust).
+    """
+    policy, diagnostics = _load(path, dropin_dir, strict)
     if diagnostics:
         raise PolicyError(diagnostics)
     return policy
 
 
-def check_policy(path: Path, dropin_dir: Path | None = None) -> list[Diagnostic]:
+def check_policy(
+    path: Path, dropin_dir: Path | None = None, *, strict: bool = True
+) -> list[Diagnostic]:
     """Every problem of the policy, in file order; empty when it loads."""
-    return _load(path, dropin_dir)[1]
+    return _load(path, dropin_dir, strict)[1]
 
 
-def _load(path: Path, dropin_dir: Path | None) -> tuple[Policy, list[Diagnostic]]:
+def _load(path: Path, dropin_dir: Path | None, strict: bool) -> tuple[Policy, list[Diagnostic]]:
     if dropin_dir is None:
         dropin_dir = path.parent / "policy.d"
     files, diagnostics = _files(path, dropin_dir)
@@ -47,6 +53,10 @@ def _load(path: Path, dropin_dir: Path | None) -> tuple[Policy, list[Diagnostic]
     named: dict[str, str] = {}  # rule name -> where it is first used
     for file in files:
         problems: list[Diagnostic] = []
+        reason = distrust(file, path.parent) if strict else None
+        if reason is not None:
+            diagnostics.append(Diagnostic(str(file), None, None, reason))
+            continue
         loaded = _load_file(file, problems)
         if loaded is not None:
             source, doc, document = loaded

@@ -72,6 +72,7 @@ class DaemonConfig:
     sysfs: Sysfs
     policy_path: Path
     policy_dir: Path | None = None
+    strict_policy: bool = True  # refuse policy files others could have written
     proc_root: Path = Path("/proc")
     root: Path = Path("/")  # where udev rules and daxctl config are looked for
     offline_timeout: float = 30.0
@@ -139,7 +140,9 @@ class Daemon:
     def load_policy(self) -> bool:
         """Load the policy; on error keep the one in force and say why. True when loaded."""
         try:
-            policy = load_policy(self.config.policy_path, self.config.policy_dir)
+            policy = load_policy(
+                self.config.policy_path, self.config.policy_dir, strict=self.config.strict_policy
+            )
         except PolicyError as e:
             self.policy_error = str(e)
             log.error("policy rejected, keeping the previous one:\n%s", e)

@@ -76,6 +76,7 @@ def run(
     proc_root: str,
     policy: Path,
     policy_dir: Path | None,
+    strict_policy: bool,
     offline_timeout: float,
     use_bus: bool,
     use_udev: bool,
@@ -84,6 +85,7 @@ def run(
         sysfs=Sysfs(sysfs_root),
         policy_path=policy,
         policy_dir=policy_dir,
+        strict_policy=strict_policy,
         proc_root=Path(proc_root),
         offline_timeout=offline_timeout,
     )
