@@ -13,18 +13,26 @@ BUSCTL ?= /usr/bin/busctl
 # Debian's pip refuses to touch the system environment without this (PEP 668).
 PIP_FLAGS ?= --no-deps --no-build-isolation --no-warn-script-location --break-system-packages
 
-.PHONY: all install uninstall test demo check
-all:
-	@echo "targets: install, uninstall, test (runs the whole suite), demo (boots the lab VM)"
+.PHONY: all install install-python install-data uninstall test demo FORCE
+all: build/daxd.service
 
-install:
+# The unit with this installation's paths (packaging/debian/rules uses it too).
+build/daxd.service: units/daxd.service.in FORCE
+	mkdir -p build
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
+	  -e 's|@MODPROBE@|$(MODPROBE)|g' -e 's|@BUSCTL@|$(BUSCTL)|g' $< > $@.tmp
+	@if grep -n '@[A-Z_]*@' $@.tmp; then echo "unsubstituted placeholder in $<" >&2; exit 1; fi
+	mv $@.tmp $@
+
+install: install-python install-data
+
+install-python:
 	$(PYTHON) -m pip install $(PIP_FLAGS) --root=$(if $(DESTDIR),$(DESTDIR),/) --prefix=$(PREFIX) .
+
+install-data: build/daxd.service
 	install -d $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(UDEVRULESDIR) $(DESTDIR)$(DBUSPOLICYDIR) \
 	  $(DESTDIR)$(SYSCONFDIR)/daxd/policy.d $(DESTDIR)$(DOCDIR)
-	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
-	  -e 's|@MODPROBE@|$(MODPROBE)|g' -e 's|@BUSCTL@|$(BUSCTL)|g' \
-	  units/daxd.service.in > $(DESTDIR)$(SYSTEMDUNITDIR)/daxd.service
-	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/daxd.service
+	install -m 0644 build/daxd.service $(DESTDIR)$(SYSTEMDUNITDIR)/daxd.service
 	install -m 0644 udev-rules/90-daxd.rules $(DESTDIR)$(UDEVRULESDIR)/90-daxd.rules
 	install -m 0644 etc/dbus-1/system.d/org.daxd.Daxd1.conf $(DESTDIR)$(DBUSPOLICYDIR)/
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md

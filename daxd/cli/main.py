@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="daxd",
         description="Apply a declarative memory policy to DAX devices.",
-        epilog="Exit codes: see `man daxd` or docs/cli.md.",
+        epilog="Exit codes and JSON output: docs/cli.md (installed under /usr/share/doc/daxd).",
     )
     p.add_argument("--version", action="version", version=f"daxd {__version__}")
     p.add_argument("--sysfs", metavar="DIR", default="/sys", help="sysfs root (default /sys)")

@@ -2,25 +2,18 @@
 
 No ``from __future__ import annotations`` here on purpose: dbus-fast reads the D-Bus signature
 from each member's annotations at class-creation time.  The signatures are written as
-``typing.Annotated[<python type>, DBusSignature("...")]`` (dbus-fast >= 4), which mypy checks
-like any other annotation.
+plain signature strings ("s", "ao") at run time, which every dbus-fast reads (Debian 13 ships
+2.44, PyPI 5.x), and as the matching Python types for mypy (see the TYPE_CHECKING block).
 
 The interfaces only hold values; :mod:`daxd.service.dbus_api` decides what to publish and when.
 """
 
 import logging
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 from dbus_fast import DBusError, PropertyAccess, Variant
-from dbus_fast.annotations import (
-    DBusInt32,
-    DBusSignature,
-    DBusStr,
-    DBusUInt32,
-    DBusUInt64,
-)
-from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
+from dbus_fast.service import ServiceInterface, dbus_property, method, signal
 
 from daxd.service.status import DeviceStatus, ManagerStatus
 
@@ -37,9 +30,22 @@ ERROR_PERMISSION_DENIED = "org.daxd.Daxd1.Error.PermissionDenied"
 
 GENERIC_FAILURE = "daxd failed to handle the request; the daemon's log has the details"
 
-DBusObjectPaths = Annotated[list[str], DBusSignature("ao")]
-DBusStrings = Annotated[list[str], DBusSignature("as")]
-ActionCompletedArgs = Annotated[tuple[str, str, str, str], DBusSignature("ssss")]
+if TYPE_CHECKING:
+    DBusStr = str
+    DBusInt32 = int
+    DBusUInt32 = int
+    DBusUInt64 = int
+    DBusObjectPaths = list[str]
+    DBusStrings = list[str]
+    ActionCompletedArgs = list[str]
+else:
+    DBusStr = "s"
+    DBusInt32 = "i"
+    DBusUInt32 = "u"
+    DBusUInt64 = "t"
+    DBusObjectPaths = "ao"
+    DBusStrings = "as"
+    ActionCompletedArgs = "ssss"
 
 _log = logging.getLogger(__name__)
 
@@ -177,16 +183,16 @@ class ManagerInterface(StatusInterface):
     def Conflicts(self) -> DBusStrings:
         return list(self.status.conflicts)
 
-    @dbus_method()
+    @method()
     def Reload(self) -> None:
         # Only reachable if the privileged-call dispatch in dbus_api was bypassed: fail closed.
         raise DBusError(ERROR_PERMISSION_DENIED, "Reload is not available")
 
-    @dbus_method()
+    @method()
     def Reconcile(self) -> None:
         raise DBusError(ERROR_PERMISSION_DENIED, "Reconcile is not available")
 
-    @dbus_method()
+    @method()
     def Plan(self) -> DBusStr:
         try:
             return self._plan_json()
@@ -196,11 +202,11 @@ class ManagerInterface(StatusInterface):
             _log.exception("D-Bus Plan() failed")
             raise DBusError(ERROR_FAILED, GENERIC_FAILURE) from None
 
-    @dbus_signal()
+    @signal()
     def ActionCompleted(
         self, device: str, action: str, result: str, message: str
     ) -> ActionCompletedArgs:
-        return (device, action, result, message)
+        return [device, action, result, message]  # dbus-fast 2.x wants a list body
 
 
 def _name_signal_args(signal: Any, *names: str) -> None:
