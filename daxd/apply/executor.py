@@ -9,7 +9,8 @@ what is really there.  Its safety rules hold whatever the plan says:
 - device_dax is never unbound while a process has /dev/daxX.Y open or mapped (it would get
   SIGBUS on its next access);
 - blocks taken offline on the way to a conversion that then fails are put back online in the
-  zone they were in, so a failure never leaves memory missing.
+  zone they were in, so a failure never leaves memory missing; when kmem was unbound only to be
+  bound again (to change memmap_on_memory), a failure binds it again first.
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ class _Run:
     def run_structural(self, steps: tuple[Step, ...], blocks: tuple[MemoryBlock, ...]) -> None:
         zones = {b.index: b.zone for b in blocks}
         offlined: list[int] = []
+        left: str | None = None  # the driver this run unbound the device from
         try:
             for step in steps:
                 if self.opts.should_stop():
@@ -165,12 +167,31 @@ class _Run:
                 self.write(step)
                 if step.action is Action.OFFLINE_BLOCK and step.block is not None:
                     offlined.append(step.block)
+                elif step.action is Action.UNBIND:
+                    left = _driver_of(step)
         except _StepFailed:
+            if left is not None and self.still_unbound():
+                # Half-way between drivers: give the device back to the one it had, so that
+                # /dev/daxX.Y or the memory comes back instead of an unbound device.
+                self.rebind(left)
             self.restore_online(offlined, zones)
             raise
 
+    def rebind(self, driver: str) -> None:
+        step = Step(
+            Action.NEW_ID,
+            f"bus/dax/drivers/{driver}/new_id",
+            self.name,
+            f"undo: the change failed, give the device back to {driver}",
+        )
+        with contextlib.suppress(_StepFailed):
+            self.write(step, rollback=True)
+
     def restore_online(self, offlined: list[int], zones: dict[int, str | None]) -> None:
         for index in reversed(offlined):
+            with contextlib.suppress(SysfsError):
+                if self.sysfs.read(block_path(index)) != "offline":
+                    continue  # removed with kmem's unbind, or onlined again when kmem re-bound
             value = "online_movable" if zones.get(index) == "Movable" else "online_kernel"
             step = Step(
                 Action.ONLINE_BLOCK,
@@ -188,15 +209,20 @@ class _Run:
         zones = {b.index: b.zone for b in blocks}
         failures: list[str] = []
         skip: set[int] = set()
+        moving: int | None = None
         for step in steps:
-            if self.opts.should_stop():
+            # A block being moved (offline, then online in its new zone) is finished first.
+            if step.block != moving and self.opts.should_stop():
                 failures.append("stopped before finishing")
                 break
+            moving = step.block if step.action is Action.OFFLINE_BLOCK else None
             if step.block in skip:
                 continue
             try:
                 self.write(step)
             except _StepFailed as e:
+                if self.read().device is None:
+                    raise _StepFailed(f"the device disappeared ({e})") from None
                 failures.append(str(e))
                 if step.block is None:
                     continue
@@ -265,6 +291,8 @@ class _Run:
         if step.action in (Action.OFFLINE_BLOCK, Action.ONLINE_BLOCK):
             index = step.block
             state = self.sysfs.read(block_path(index or 0, "state"))
+            if state is None:
+                return f"memory{index} disappeared"
             zones = (self.sysfs.read(block_path(index or 0, "valid_zones")) or "").split()
             if step.action is Action.OFFLINE_BLOCK:
                 return None if state == "offline" else f"memory{index} is {state} after offline"
@@ -300,6 +328,11 @@ class _Run:
             log.warning("%s: %s: FAILED: %s%s", self.name, what, result.error, rule)
         if self.opts.on_step is not None:
             self.opts.on_step(self.name, result)
+
+
+def _driver_of(step: Step) -> str:
+    """The driver of a bus/dax/drivers/<driver>/<attr> step."""
+    return step.path.split("/")[3]
 
 
 def apply_device(

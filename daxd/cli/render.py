@@ -166,6 +166,8 @@ def list_text(state: KernelState, rules: dict[str, str | None]) -> str:
 def block_runs(items: list[tuple[Step, str]]) -> list[str]:
     """Lines for steps, with runs of blocks that get the same treatment folded into one line.
 
+    A run goes up (memory32..memory40) or, as undo steps do, down (memory40..memory32).
+
     ``items`` pairs each step with a suffix (e.g. its outcome); a block's consecutive steps form
     its treatment, and consecutive blocks with the same treatment and suffixes share a line.
     """
@@ -197,13 +199,21 @@ def block_runs(items: list[tuple[Step, str]]) -> list[str]:
         while j < len(items) and items[j][0].block == step.block:
             j += 1
         key = tuple((s.value, suf, s.reason) for s, suf in items[i:j])
-        if key != run_key or (run and run[-1] + 1 != step.block):
+        if key != run_key or not _extends(run, step.block):
             flush()
             run_key = key
         run.append(step.block)
         i = j
     flush()
     return lines
+
+
+def _extends(run: list[int], block: int) -> bool:
+    """Whether ``block`` continues a run of adjacent blocks, ascending or (undo) descending."""
+    if not run:
+        return False
+    direction = run[1] - run[0] if len(run) > 1 else block - run[-1]
+    return direction in (1, -1) and block - run[-1] == direction
 
 
 def plan_text(p: DevicePlan) -> str:

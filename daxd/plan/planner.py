@@ -245,6 +245,20 @@ def _plan_system_ram(
             return _with(plan, verdict=Verdict.CHANGE, steps=tuple(steps), continues=True)
 
     steps = _block_steps(blocks, rule)
+    to_offline = [
+        s.block for s in steps if s.action is Action.OFFLINE_BLOCK and s.block is not None
+    ]
+    if to_offline and not hotplug.hotremove:
+        # Without CONFIG_MEMORY_HOTREMOVE every offline fails (EINVAL) and valid_zones is absent.
+        return _with(
+            plan,
+            verdict=Verdict.REFUSED,
+            reason=(
+                f"{block_span(to_offline)} would have to go offline, which this kernel cannot do "
+                "(CONFIG_MEMORY_HOTREMOVE is off)"
+            ),
+            notes=tuple(notes),
+        )
     if not blocks:
         notes.append("kmem is bound but the device holds no whole memory block")
     if steps:

@@ -1,0 +1,52 @@
+"""Running the `daxd` command in-process against a fake kernel, capturing what it prints."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daxd.cli.main import main
+from tests.fakekernel import FakeKernel
+
+
+@dataclass(frozen=True)
+class Ran:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> dict[str, Any]:
+        doc = json.loads(self.out)
+        assert isinstance(doc, dict)
+        return doc
+
+
+def daxd(
+    capsys: pytest.CaptureFixture[str],
+    kernel: FakeKernel,
+    policy: Path,
+    *args: str,
+) -> Ran:
+    """`daxd --sysfs <kernel>/sys --procfs <kernel>/proc --policy POLICY ARGS...`."""
+    argv = [
+        "--sysfs",
+        str(kernel.sysfs_root),
+        "--procfs",
+        str(kernel.proc_root),
+        "--policy",
+        str(policy),
+        *args,
+    ]
+    capsys.readouterr()  # drop what earlier steps printed
+    code = main(argv, sysfs=kernel.sysfs)
+    captured = capsys.readouterr()
+    return Ran(code, captured.out, captured.err)
+
+
+def devices(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The document's devices by name."""
+    return {d["name"]: d for d in doc["devices"]}
