@@ -50,8 +50,15 @@ _MEANINGS: dict[tuple[str, int], str] = {
 }
 
 
+def errno_name(err: int) -> str:
+    """The kernel's name: EOPNOTSUPP, not Python's ENOTSUP alias of the same number."""
+    if err == errno.EOPNOTSUPP:
+        return "EOPNOTSUPP"
+    return errno.errorcode.get(err, str(err))
+
+
 def explain_write_error(rel: str, value: str, err: int) -> str:
-    name = errno.errorcode.get(err, str(err))
+    name = errno_name(err)
     meaning = None
     for (suffix, code), text in _MEANINGS.items():
         if code == err and (rel == suffix or rel.endswith("/" + suffix)):

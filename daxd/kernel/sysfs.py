@@ -16,7 +16,7 @@ import signal
 import threading
 from pathlib import Path
 
-from daxd.kernel.errors import explain_write_error
+from daxd.kernel.errors import errno_name, explain_write_error
 
 # Names daxd ever builds a path from; anything else read from sysfs is never used in a path.
 SAFE_COMPONENT = re.compile(r"^[A-Za-z0-9_.:+-]+$")
@@ -40,7 +40,7 @@ class SysfsError(Exception):
 
     @property
     def errno_name(self) -> str:
-        return errno.errorcode.get(self.errno, str(self.errno))
+        return errno_name(self.errno)
 
 
 class WriteTimeout(SysfsError):

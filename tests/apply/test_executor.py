@@ -378,7 +378,7 @@ def test_memmap_write_failure_stops_before_kmem(fake_kernel_base: Path, tmp_path
     kernel.fail("bus/dax/devices/dax0.0/memmap_on_memory", errno.EOPNOTSUPP)
     result = apply(kernel, load(tmp_path, PMEM_RAM_MEMMAP))
     assert result.outcome is Outcome.FAILED
-    assert f"memmap_on_memory failed with {errno.errorcode[errno.EOPNOTSUPP]}" in result.error
+    assert "memmap_on_memory failed with EOPNOTSUPP" in result.error
     assert ("bus/dax/drivers/kmem/new_id", "dax0.0") not in kernel.writes
     assert memmap(kernel) == "0"
     assert blocks(kernel) == []
