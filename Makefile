@@ -26,8 +26,9 @@ build/daxd.service: units/daxd.service.in FORCE
 
 install: install-python install-data
 
+# Debian's pip maps --prefix=/usr to /usr/local unless told it installs for the system.
 install-python:
-	$(PYTHON) -m pip install $(PIP_FLAGS) --root=$(if $(DESTDIR),$(DESTDIR),/) --prefix=$(PREFIX) .
+	DEB_PYTHON_INSTALL_LAYOUT=deb_system $(PYTHON) -m pip install $(PIP_FLAGS) --root=$(if $(DESTDIR),$(DESTDIR),/) --prefix=$(PREFIX) .
 
 install-data: build/daxd.service
 	install -d $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(UDEVRULESDIR) $(DESTDIR)$(DBUSPOLICYDIR) \
