@@ -10,7 +10,9 @@ what is really there.  Its safety rules hold whatever the plan says:
   SIGBUS on its next access);
 - blocks taken offline on the way to a conversion that then fails are put back online in the
   zone they were in, so a failure never leaves memory missing; when kmem was unbound only to be
-  bound again (to change memmap_on_memory), a failure binds it again first.
+  bound again (to change memmap_on_memory), a failure puts memmap_on_memory back (kmem may be
+  unable to add the memory with the new value, e.g. ENOMEM for a memmap in RAM) and binds it
+  again first.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class DeviceResult:
     results: list[StepResult] = field(default_factory=list)
     error: str = ""
     final: DeviceView | None = None  # what the kernel shows afterwards
+    final_blocks: tuple[MemoryBlock, ...] = ()  # the memory blocks that view was made from
 
 
 @dataclass(frozen=True)
@@ -107,9 +110,10 @@ class _Run:
     def read(self) -> DeviceReading:
         return read_device(self.sysfs, self.name, self.hotplug)
 
-    def run(self) -> DeviceResult:
+    def run(self, first: DeviceReading | None = None) -> DeviceResult:
         for _ in range(self.opts.max_rounds):
-            reading = self.read()
+            reading = first if first is not None else self.read()
+            first = None
             if reading.device is None:
                 return self.finish(
                     Outcome.GONE if not self.result.results else Outcome.FAILED,
@@ -143,6 +147,7 @@ class _Run:
         self.result.error = error
         if reading.device is not None:
             self.result.final = view(reading.device, reading.blocks)
+            self.result.final_blocks = reading.blocks
         return self.result
 
     def run_plan(self, plan: DevicePlan, reading: DeviceReading) -> None:
@@ -150,20 +155,26 @@ class _Run:
             s.action not in (Action.OFFLINE_BLOCK, Action.ONLINE_BLOCK) for s in plan.steps
         )
         if structural:
-            self.run_structural(plan.steps, reading.blocks)
+            memmap = reading.device.memmap_on_memory if reading.device is not None else None
+            self.run_structural(plan.steps, reading.blocks, memmap)
         else:
             self.run_block_steps(plan.steps, reading.blocks)
 
     # A conversion: all-or-nothing; blocks it offlined come back if a later step fails.
-    def run_structural(self, steps: tuple[Step, ...], blocks: tuple[MemoryBlock, ...]) -> None:
+    def run_structural(
+        self, steps: tuple[Step, ...], blocks: tuple[MemoryBlock, ...], memmap: bool | None
+    ) -> None:
         zones = {b.index: b.zone for b in blocks}
         offlined: list[int] = []
         left: str | None = None  # the driver this run unbound the device from
+        memmap_path: str | None = None  # memmap_on_memory, once this run tried to change it
         try:
             for step in steps:
                 if self.opts.should_stop():
                     raise _StepFailed("stopped before finishing; nothing left half-done")
                 self.check_preconditions(step)
+                if step.action is Action.SET_MEMMAP:
+                    memmap_path = step.path
                 self.write(step)
                 if step.action is Action.OFFLINE_BLOCK and step.block is not None:
                     offlined.append(step.block)
@@ -171,11 +182,26 @@ class _Run:
                     left = _driver_of(step)
         except _StepFailed:
             if left is not None and self.still_unbound():
-                # Half-way between drivers: give the device back to the one it had, so that
-                # /dev/daxX.Y or the memory comes back instead of an unbound device.
+                # Half-way between drivers: give the device back to the one it had, as it had
+                # it, so that /dev/daxX.Y or the memory comes back instead of an unbound device.
+                if memmap_path is not None and memmap is not None:
+                    self.restore_memmap(memmap_path, memmap)
                 self.rebind(left)
             self.restore_online(offlined, zones)
             raise
+
+    def restore_memmap(self, path: str, value: bool) -> None:
+        device = self.read().device
+        if device is None or device.memmap_on_memory is value:
+            return
+        step = Step(
+            Action.SET_MEMMAP,
+            path,
+            "1" if value else "0",
+            "undo: the change failed, put memmap_on_memory back",
+        )
+        with contextlib.suppress(_StepFailed):
+            self.write(step, rollback=True)
 
     def rebind(self, driver: str) -> None:
         step = Step(
@@ -341,6 +367,12 @@ def apply_device(
     name: str,
     hotplug: HotplugSettings,
     opts: ApplyOptions | None = None,
+    *,
+    reading: DeviceReading | None = None,
 ) -> DeviceResult:
-    """Bring one device to what its rule wants, as far as the kernel allows; never raises."""
-    return _Run(sysfs, policy, name, hotplug, opts or ApplyOptions()).run()
+    """Bring one device to what its rule wants, as far as the kernel allows; never raises.
+
+    ``reading``: the device as the caller read it a moment ago (``read_device``), planned from
+    instead of reading it again; every later round re-reads.
+    """
+    return _Run(sysfs, policy, name, hotplug, opts or ApplyOptions()).run(reading)

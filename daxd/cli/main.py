@@ -10,15 +10,6 @@ from pathlib import Path
 
 from daxd import __version__
 from daxd.cli import exitcodes
-from daxd.cli.render import (
-    document,
-    list_entry,
-    list_text,
-    plan_entry,
-    plan_text,
-    result_entry,
-    result_text,
-)
 from daxd.kernel.model import KernelState
 from daxd.kernel.scan import read_state
 from daxd.kernel.sysfs import Sysfs, SysfsError, install_interrupt_handler
@@ -203,6 +194,8 @@ def _selected(state: KernelState, names: list[str]) -> list[str]:
 
 
 def _list(args: argparse.Namespace, sysfs: Sysfs) -> int:
+    from daxd.cli.render import document, list_entry, list_text  # not needed by `daxd run`
+
     state = _read(sysfs)
     policy = _load_optional(args)
     rules = {
@@ -241,6 +234,8 @@ def _load_optional(args: argparse.Namespace) -> Policy | None:
 
 
 def _plan(args: argparse.Namespace, sysfs: Sysfs) -> int:
+    from daxd.cli.render import document, plan_entry, plan_text
+
     policy = _load(args)
     state = _read(sysfs)
     plans = plan_all(state, policy, _selected(state, args.devices))
@@ -253,6 +248,7 @@ def _plan(args: argparse.Namespace, sysfs: Sysfs) -> int:
 
 def _apply(args: argparse.Namespace, sysfs: Sysfs) -> int:
     from daxd.apply.executor import ApplyOptions, Outcome, apply_device
+    from daxd.cli.render import document, result_entry, result_text
 
     policy = _load(args)
     state = _read(sysfs)

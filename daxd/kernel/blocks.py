@@ -17,8 +17,8 @@ from daxd.kernel.model import HotplugSettings, MemoryBlock, Range
 
 MEMORY = "devices/system/memory"
 PARAMS = "module/memory_hotplug/parameters"
-_BLOCK = re.compile(r"^memory([0-9]+)$")
-_NODE = re.compile(r"^node([0-9]+)$")
+_BLOCK = re.compile(r"^memory([0-9]+)\Z")
+_NODE = re.compile(r"^node([0-9]+)\Z")
 ONLINE_TYPES = ("offline", "online", "online_kernel", "online_movable")  # memory.c
 ONLINE_POLICIES = ("contig-zones", "auto-movable")  # mm/memory_hotplug.c online_policy_to_str
 STATES = ("online", "offline", "going-offline")  # memory.c state_show()

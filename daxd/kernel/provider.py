@@ -25,9 +25,11 @@ _HMEM = re.compile(r"(?:^|/)hmem\.[0-9]+/")
 _CXL = re.compile(r"(?:^|/)dax_region[0-9]+/")
 # The nvdimm devices between the region and the dax device: nd_dax "daxR.K" (its name is not the
 # dax device's: pmem.c names the dax device after the namespace id).
-_ND_DAX = re.compile(r"^dax[0-9]+\.[0-9]+$")
-_NAMESPACE = re.compile(r"^namespace[0-9]+\.[0-9]+$")
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_ND_DAX = re.compile(r"^dax[0-9]+\.[0-9]+\Z")
+_NAMESPACE = re.compile(r"^namespace[0-9]+\.[0-9]+\Z")
+_UUID = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
+)
 
 
 def detect_provider(devpath: str) -> Provider:

@@ -38,8 +38,8 @@ from daxd.kernel.sysfs import Sysfs
 
 BUS_DEVICES = "bus/dax/devices"
 CLASS_DAX = "class/dax"
-DEVICE_NAME = re.compile(r"^dax([0-9]+)\.([0-9]+)$")
-_MAPPING = re.compile(r"^mapping([0-9]+)$")
+DEVICE_NAME = re.compile(r"^dax([0-9]+)\.([0-9]+)\Z")
+_MAPPING = re.compile(r"^mapping([0-9]+)\Z")
 
 
 @dataclass(frozen=True)

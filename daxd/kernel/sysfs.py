@@ -19,7 +19,7 @@ from pathlib import Path
 from daxd.kernel.errors import errno_name, explain_write_error
 
 # Names daxd ever builds a path from; anything else read from sysfs is never used in a path.
-SAFE_COMPONENT = re.compile(r"^[A-Za-z0-9_.:+-]+$")
+SAFE_COMPONENT = re.compile(r"^[A-Za-z0-9_.:+-]+\Z")
 
 # The signal that interrupts a write past its timeout; installed by install_interrupt_handler().
 _INTERRUPT_SIGNAL = signal.SIGUSR2
@@ -94,13 +94,17 @@ class Sysfs:
     def path(self, rel: str) -> Path:
         return self.root / rel
 
+    def _at(self, rel: str) -> str:
+        """``path(rel)`` as a string: what the hot reads use (a Path costs ~10 µs to build)."""
+        return os.path.join(self.root, rel)
+
     def exists(self, rel: str) -> bool:
-        return os.path.lexists(self.path(rel))
+        return os.path.lexists(self._at(rel))
 
     def read(self, rel: str) -> str | None:
         """The stripped contents, or None when the attribute does not exist."""
         try:
-            with open(self.path(rel), "rb") as f:
+            with open(self._at(rel), "rb") as f:
                 data = f.read(65536)
         except FileNotFoundError:
             return None
@@ -112,7 +116,7 @@ class Sysfs:
 
     def listdir(self, rel: str) -> list[str]:
         try:
-            return sorted(os.listdir(self.path(rel)))
+            return sorted(os.listdir(self._at(rel)))
         except (FileNotFoundError, NotADirectoryError):
             return []
         except OSError as e:
@@ -121,13 +125,13 @@ class Sysfs:
     def link_name(self, rel: str) -> str | None:
         """The last component of a symlink's target (e.g. a device's ``driver``), or None."""
         try:
-            return os.path.basename(os.readlink(self.path(rel)))
+            return os.path.basename(os.readlink(self._at(rel)))
         except OSError:
             return None
 
     def realpath(self, rel: str) -> str:
         """The resolved path below the root, without the root (``devices/...``)."""
-        real = os.path.realpath(self.path(rel))
+        real = os.path.realpath(self._at(rel))
         root = os.path.realpath(self.root)
         return os.path.relpath(real, root)
 
@@ -136,6 +140,12 @@ class Sysfs:
         for part in rel.split("/"):
             if not SAFE_COMPONENT.match(part) or part in (".", ".."):
                 raise SysfsError(rel, errno.EINVAL, f"refusing to write to unsafe path {rel!r}")
+        # A tree given with --sysfs (a dump) may hold symlinks to anywhere; never follow one out.
+        root = os.path.realpath(self.root)
+        if os.path.commonpath([root, os.path.realpath(self._at(rel))]) != root:
+            raise SysfsError(
+                rel, errno.EINVAL, f"refusing to write to {rel}: it leads out of {self.root}"
+            )
         try:
             self._raw_write(rel, value, timeout)
         except TimeoutError:
@@ -150,7 +160,7 @@ class Sysfs:
             raise SysfsError(rel, err, explain_write_error(rel, value, err)) from None
 
     def _raw_write(self, rel: str, value: str, timeout: float | None) -> None:
-        fd = os.open(self.path(rel), os.O_WRONLY | os.O_CLOEXEC)
+        fd = os.open(self._at(rel), os.O_WRONLY | os.O_CLOEXEC)
         try:
             data = value.encode()
             if timeout is None:

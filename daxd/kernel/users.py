@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-_DEVNAME = re.compile(r"^dax[0-9]+\.[0-9]+$")
+_DEVNAME = re.compile(r"^dax[0-9]+\.[0-9]+\Z")
 _DELETED = " (deleted)"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from daxd.kernel.blocks import block_intervals
 from daxd.kernel.model import (
     DRIVER_DEVDAX,
     DRIVER_KMEM,
@@ -46,16 +47,16 @@ def zone_fits(block: MemoryBlock, zone: Zone) -> bool:
     return word not in ("movable", "none", "")
 
 
-def expected_blocks(device: DaxDevice, block_size: int | None) -> list[int]:
-    """The memory blocks kmem will add: whole blocks inside each mapping range."""
-    if not block_size:
-        return []
-    out: list[int] = []
-    for r in device.ranges:
-        first = -(-r.start // block_size)
-        last = (r.end + 1) // block_size - 1
-        out.extend(range(first, last + 1))
-    return out
+def expected_span(device: DaxDevice, block_size: int | None) -> str:
+    """block_span() of the blocks kmem will add (whole blocks inside each mapping range),
+    counted rather than listed: a range as sysfs shows it may span billions of blocks."""
+    intervals = block_intervals(device.ranges, block_size) if block_size else []
+    count = sum(last - first + 1 for first, last in intervals)
+    if count == 0:
+        return block_span([])
+    if count == 1:
+        return block_span([intervals[0][0]])
+    return f"{count} blocks memory{intervals[0][0]}..memory{intervals[-1][1]}"
 
 
 def block_span(indices: list[int]) -> str:
@@ -317,7 +318,7 @@ def _block_steps(blocks: tuple[MemoryBlock, ...], rule: Rule) -> list[Step]:
 
 
 def _after_bind_note(device: DaxDevice, hotplug: HotplugSettings, rule: Rule) -> str:
-    span = block_span(expected_blocks(device, hotplug.block_size))
+    span = expected_span(device, hotplug.block_size)
     auto = hotplug.auto_online_blocks
     if auto is None or auto == "offline":
         return f"then: online {span} as {rule.zone}"

@@ -78,6 +78,10 @@ class DaemonConfig:
     offline_timeout: float = 30.0
     settle: float = 0.05  # quiet time that ends an event burst
     max_settle: float = 1.0  # an endless burst still gets handled this often
+    # A change made outside daxd is undone only once nothing has touched the device for this
+    # long: `daxctl reconfigure-device` offlines every block, then unbinds kmem; onlining a block
+    # in between makes that unbind leak the range until reboot.
+    drift_grace: float = 5.0
 
 
 @dataclass
@@ -87,6 +91,9 @@ class Tracked:
     known: DeviceView | None = None  # as daxd last saw or left it
     status: DeviceStatus | None = None
     changed_at: int = 0
+    # Drift whose undoing takes memory away is left alone until asked; later events too.
+    holding: bool = False
+    drift_seen: DeviceView | None = None  # the drift last logged (logged once)
 
 
 def now_usec() -> int:
@@ -132,8 +139,11 @@ class Daemon:
         self._stopped = asyncio.Event()
         self._lock = asyncio.Lock()  # one sysfs pass at a time
         self._loop: asyncio.AbstractEventLoop | None = None  # set when the worker starts
+        self._last_event: dict[str | None, float] = {}  # device (None: unknown) -> monotonic
+        self._later: dict[str, asyncio.TimerHandle] = {}  # drift waiting for quiet, by device
         self.reconciles = 0  # passes run (benchmarks and tests read it)
         self.ready = False
+        self.exit_code = 0  # 1 after fail(): systemd (Restart=on-failure) starts daxd again
 
     # ---- policy -------------------------------------------------------------------------------
 
@@ -155,9 +165,16 @@ class Daemon:
         )
         return True
 
-    async def reload(self) -> None:
-        """SIGHUP / D-Bus Reload: new policy or a PolicyError; then re-apply everything."""
-        self.notifier.reloading()
+    async def reload(self, *, notify_reloading: bool = True) -> None:
+        """SIGHUP / D-Bus Reload: new policy or a PolicyError; then re-apply everything.
+
+        ``notify_reloading=False`` for the D-Bus call that ExecReload= makes: systemd is in its
+        reload state already, and a RELOADING=1 would make it wait for a READY=1 after the
+        ExecReload= command ends; were daxd to die in the middle, systemd would wait for that
+        READY=1 until the watchdog or the reload timeout instead of restarting daxd at once.
+        """
+        if notify_reloading:
+            self.notifier.reloading()
         ok = self.load_policy()
         self.refresh_conflicts()
         if ok:
@@ -192,9 +209,11 @@ class Daemon:
     def on_event(self, event: Event) -> None:
         device = event.device
         if device is not None:
+            self._last_event[device] = time.monotonic()
             self.request(device)
         elif event.block is not None:
             owner = self.block_owner.get(event.block)
+            self._last_event[owner] = time.monotonic()
             # A block no known device owns: a device we have not read yet; read everything.
             self.request(owner)
         # Other subsystems cannot reach here: the sources filter on dax and memory.
@@ -288,24 +307,48 @@ class Daemon:
         rule = self.policy.match(reading.device)
         plan = plan_device(reading.device, reading.blocks, self.hotplug, rule)
         drifted = tracked.known is not None and tracked.known != current and not forced
-        if drifted:
+        if drifted and current != tracked.drift_seen:
             log.warning(
                 "%s: changed outside daxd: %s", name, describe_change(tracked.known, current)
             )
-        if plan.verdict is Verdict.CHANGE and drifted and takes_memory_away(plan):
+        tracked.drift_seen = current if drifted else None
+        if forced or plan.verdict is not Verdict.CHANGE:
+            tracked.holding = False
+        if plan.verdict is Verdict.CHANGE and takes_memory_away(plan):
+            tracked.holding |= drifted
+        if tracked.holding:
             message = (
                 "changed outside daxd; restoring the policy would take memory offline, "
                 "which daxd does only on request (Reconcile, `daxd apply`, reload)"
             )
-            log.warning("%s: %s", name, message)
+            if drifted:
+                log.warning("%s: %s", name, message)
             tracked.known = current
             self.publish_device(name, current, plan, DeviceState.DRIFTED, message)
             return
         if plan.verdict is not Verdict.CHANGE:
             tracked.known = current
             state, error = plan_state(plan)
+            before = tracked.status
+            if state is DeviceState.REFUSED and (
+                before is None or (before.state, before.last_error) != (state, error)
+            ):
+                # Say it once in the journal too, not only on D-Bus (e.g. pmem without consent).
+                log.warning("%s: rule %r not applied: %s", name, plan.rule, error)
             self.publish_device(name, current, plan, state, error)
             return
+        quiet_for = self.config.drift_grace - self.since_last_event(name)
+        offlining = any(b.state == "going-offline" for b in reading.blocks)  # someone is at it
+        if drifted and (quiet_for > 0 or offlining):
+            # Maybe someone is still at it: wait until the device is left alone, and look again.
+            self.post(self._request_later, name, quiet_for if quiet_for > 0 else 1.0)
+            message = (
+                "changed outside daxd; restoring the policy once nothing has changed it for "
+                f"{self.config.drift_grace:g} s"
+            )
+            self.publish_device(name, current, plan, DeviceState.DRIFTED, message)
+            return
+        tracked.drift_seen = None
         self.publish_device(name, current, plan, DeviceState.PENDING, "")
         result = apply_device(
             self.config.sysfs,
@@ -318,6 +361,7 @@ class Daemon:
                 should_stop=self._stop.is_set,
                 on_step=lambda dev, r: self.post(self.step_done, dev, r),
             ),
+            reading=reading,  # just read: the apply plans from what the checks above saw
         )
         final = result.final or current
         tracked.known = final
@@ -325,8 +369,20 @@ class Daemon:
         if drifted and state is DeviceState.APPLIED:
             log.info("%s: restored to rule %r", name, result.plan.rule if result.plan else "")
         self.publish_device(name, final, result.plan or plan, state, error)
-        for b in read_device(self.config.sysfs, name, self.hotplug).blocks:
+        for b in result.final_blocks:  # the executor's last read of the device
             self.block_owner[b.index] = name
+
+    def since_last_event(self, name: str) -> float:
+        """Seconds since udev last said something about the device (or an unknown block)."""
+        last = max(self._last_event.get(name, 0.0), self._last_event.get(None, 0.0))
+        return time.monotonic() - last
+
+    def _request_later(self, name: str, delay: float) -> None:
+        if self._loop is not None:
+            previous = self._later.pop(name, None)
+            if previous is not None:
+                previous.cancel()
+            self._later[name] = self._loop.call_later(delay, self.request, name)
 
     def post(self, fn: Callable[..., object], *args: object) -> None:
         """Run ``fn`` on the loop thread: the publisher is not thread-safe."""
@@ -454,7 +510,7 @@ class Daemon:
             self.events.close()
         for sig in (*stop_signals, signal.SIGHUP):
             loop.remove_signal_handler(sig)
-        return 0
+        return self.exit_code
 
     async def _reload_quietly(self) -> None:
         with contextlib.suppress(PolicyRejected):  # logged and published by reload()
@@ -464,6 +520,15 @@ class Daemon:
         """SIGTERM: finish the write in flight, roll back a half-done conversion, then exit."""
         self._stop.set()
         self._stopped.set()
+
+    def fail(self, reason: str) -> None:
+        """Something daxd cannot work without is gone (the system bus): stop as on SIGTERM,
+        then exit non-zero so that systemd (Restart=on-failure) starts daxd again."""
+        if self._stop.is_set():
+            return
+        log.error("%s; exiting so that systemd starts daxd again", reason)
+        self.exit_code = 1
+        self.stop()
 
     async def watchdog(self) -> None:
         interval = watchdog_interval()

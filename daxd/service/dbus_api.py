@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import string
 from typing import Any, Protocol
 
@@ -93,6 +94,12 @@ POLICY_FILE = "/usr/share/dbus-1/system.d/org.daxd.Daxd1.conf"
 PRIVILEGED_METHODS = frozenset({"Reload", "Reconcile"})
 
 _MAX_ERROR_TEXT = 16 * 1024
+_PEER_INTERFACE = "org.freedesktop.DBus.Peer"
+_PROPERTIES_INTERFACE = "org.freedesktop.DBus.Properties"
+# D-Bus names are at most 255 characters; none of daxd's object paths is longer than this.
+_MAX_NAME = 255
+_MAX_PATH = 1024
+_MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
 _PATH_CHARS = frozenset(string.ascii_letters + string.digits)
 
 _log = logging.getLogger(__name__)
@@ -134,10 +141,57 @@ def device_object_path(name: str) -> str:
     return f"{DEVICES_PATH}/{''.join(parts)}"
 
 
+def _machine_id() -> str | None:
+    """This machine's D-Bus id (sd-id128 / dbus-uuidgen format), or None."""
+    for name in _MACHINE_ID_FILES:
+        try:
+            with open(name, encoding="ascii") as f:
+                value = f.read(64).strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if re.fullmatch(r"[0-9a-f]{32}", value):
+            return value
+    return None
+
+
 async def connect_system_bus(address: str | None = None) -> MessageBus:
     """Connect to ``address``, else ``$DBUS_SYSTEM_BUS_ADDRESS``, else the standard system bus."""
     address = address or os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or DEFAULT_SYSTEM_BUS_ADDRESS
-    return await MessageBus(bus_address=address, bus_type=BusType.SYSTEM).connect()
+    bus = await MessageBus(bus_address=address, bus_type=BusType.SYSTEM).connect()
+    _tolerate_full_socket(bus)
+    return bus
+
+
+class _SendWhenWritable:
+    """The bus socket, with "would block" turned into "sent nothing yet".
+
+    dbus-fast's writer (2.x to 5.x, inherited from dbus-next) takes EAGAIN from a full socket
+    buffer as a broken connection and drops off the bus: a burst of reads by any local user
+    would take daxd off the bus for good.  Reporting 0 bytes sent instead makes the writer keep
+    the message and wait for the socket to become writable, which is what it does for short
+    writes.
+    """
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    def send(self, data: Any) -> int:
+        try:
+            sent: int = self._sock.send(data)
+        except BlockingIOError:
+            return 0
+        return sent
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def _tolerate_full_socket(bus: MessageBus) -> None:
+    writer = getattr(bus, "_writer", None)
+    if writer is not None and hasattr(writer, "sock"):
+        writer.sock = _SendWhenWritable(writer.sock)
+    else:  # a dbus-fast without that writer: the daemon's disconnect watch still restarts it
+        _log.debug("dbus-fast writer not found; full-socket tolerance not installed")
 
 
 def _export_quietly(bus: MessageBus, path: str, interface: ServiceInterface) -> None:
@@ -385,12 +439,37 @@ class DBusApi:
         """Runs before dbus-fast's dispatch for every incoming message; True = answered here."""
         if msg.message_type != MessageType.METHOD_CALL or msg.path is None or msg.member is None:
             return False
-        if msg.path == MANAGER_PATH:
-            interface = msg.interface or MANAGER_INTERFACE
-        elif msg.path in self._devices:
-            interface = msg.interface or DEVICE_INTERFACE
-        else:
+        if msg.interface == _PEER_INTERFACE and msg.member == "GetMachineId" and not msg.signature:
+            # dbus-fast would ask the bus, which the system bus policy forbids, and pass the
+            # refusal -- this process's pid, uid and command line -- back to the caller.
+            machine_id = _machine_id()
+            self._reply(
+                msg,
+                Message.new_method_return(msg, "s", [machine_id])
+                if machine_id is not None
+                else Message.new_error(msg, ERROR_FAILED, "this machine has no machine id"),
+            )
+            return True
+        if msg.interface == _PROPERTIES_INTERFACE and (
+            len(msg.path) > _MAX_PATH
+            or any(isinstance(arg, str) and len(arg) > _MAX_NAME for arg in msg.body[:2])
+        ):
+            # dbus-fast's errors quote the path and names back: a caller sending 30 MiB of
+            # them got 30 MiB errors, and a few of those knocked daxd off the bus.
+            self._reply(
+                msg,
+                Message.new_error(
+                    msg,
+                    ErrorType.INVALID_ARGS.value,
+                    f"interface and property names have at most {_MAX_NAME} characters",
+                ),
+            )
+            return True
+        if msg.path != MANAGER_PATH:
+            # Only the manager object has methods; a device object must not answer
+            # Manager.Reload (dbus-fast says it has no such method).
             return False
+        interface = msg.interface or MANAGER_INTERFACE
         expected = self._method_signatures.get((interface, msg.member))
         if expected is None:
             return False

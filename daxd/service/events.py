@@ -9,8 +9,8 @@ from typing import Any, Protocol
 
 log = logging.getLogger("daxd.events")
 
-_BLOCK = re.compile(r"^memory([0-9]+)$")
-_DEVICE = re.compile(r"^dax[0-9]+\.[0-9]+$")
+_BLOCK = re.compile(r"^memory([0-9]+)\Z")
+_DEVICE = re.compile(r"^dax[0-9]+\.[0-9]+\Z")
 
 SUBSYSTEMS = ("dax", "memory")
 
@@ -39,7 +39,10 @@ class EventSource(Protocol):
     def fileno(self) -> int: ...
 
     def drain(self) -> list[Event]:
-        """Every event ready now, without blocking; raises Overflow when some were lost."""
+        """Events ready now, without blocking; raises Overflow when some were lost.
+
+        A source may return only some of them: the loop calls again while its fd is readable.
+        """
         ...
 
     def close(self) -> None: ...
@@ -50,6 +53,9 @@ class UdevSource:
 
     # A CXL device brings hundreds of memory block events at once; do not drop them.
     RECEIVE_BUFFER = 64 * 1024 * 1024
+    # Events per drain(): a burst of thousands is taken in slices (the kernel buffer holds the
+    # rest), so it never sits in memory at once nor keeps the loop from D-Bus and the watchdog.
+    BATCH = 256
 
     def __init__(self) -> None:
         import pyudev
@@ -70,15 +76,16 @@ class UdevSource:
 
     def drain(self) -> list[Event]:
         out: list[Event] = []
-        while True:
+        while len(out) < self.BATCH:
             try:
                 device = self._monitor.poll(timeout=0)
             except OSError as e:
                 raise Overflow(str(e)) from None
             if device is None:
-                return out
+                break
             action = device.action or "change"
             out.append(Event(action, device.subsystem or "", device.sys_name or ""))
+        return out
 
     def close(self) -> None:
         try:

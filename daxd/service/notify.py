@@ -7,12 +7,18 @@ import time
 
 import sdnotify
 
+SEND_TIMEOUT = 2.0  # seconds
+
 
 class Notifier:
     """Sends sd_notify datagrams; does nothing when not started by systemd (no NOTIFY_SOCKET)."""
 
     def __init__(self) -> None:
         self._notifier = sdnotify.SystemdNotifier() if os.environ.get("NOTIFY_SOCKET") else None
+        if self._notifier is not None and self._notifier.socket is not None:
+            # The datagram blocks while the receiver's queue is full (net.unix.max_dgram_qlen):
+            # a busy systemd must not freeze the event loop.  A send that times out is dropped.
+            self._notifier.socket.settimeout(SEND_TIMEOUT)
 
     @property
     def active(self) -> bool:

@@ -6,12 +6,15 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from daxd.kernel.sysfs import Sysfs
 from daxd.service.daemon import Daemon, DaemonConfig, PolicyRejected
 from daxd.service.events import EventSource
 from daxd.service.notify import Notifier
+
+if TYPE_CHECKING:
+    from dbus_fast.aio import MessageBus
 
 log = logging.getLogger("daxd")
 
@@ -26,7 +29,8 @@ class _Controller:
         from daxd.service.dbus_api import PolicyInvalidError
 
         try:
-            await self.daemon.reload()
+            # Not RELOADING=1: the caller is typically ExecReload= (see Daemon.reload).
+            await self.daemon.reload(notify_reloading=False)
         except PolicyRejected as e:
             raise PolicyInvalidError(str(e)) from None
 
@@ -35,6 +39,17 @@ class _Controller:
 
     def plan_json(self) -> str:
         return self.daemon.plan_json()
+
+
+async def _exit_without_bus(bus: MessageBus, daemon: Daemon) -> None:
+    """A daemon no client can reach is of no use: when the bus connection is lost (the bus
+    restarted, or dbus-fast gave up on a full socket), exit for systemd to start daxd again."""
+    try:
+        await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+        reason = "disconnected"
+    except Exception as e:
+        reason = f"{type(e).__name__}: {e}"
+    daemon.fail(f"lost the system bus ({reason})")
 
 
 def setup_logging(verbose: bool) -> None:
@@ -105,6 +120,7 @@ def run(
 async def serve(daemon: Daemon, use_bus: bool) -> int:
     """Run the daemon, published on the system bus when ``use_bus``."""
     api = None
+    watchers: set[asyncio.Task[None]] = set()
 
     async def bus_setup(d: Daemon) -> None:
         nonlocal api
@@ -120,6 +136,7 @@ async def serve(daemon: Daemon, use_bus: bool) -> int:
             await api.start(bus)
         except BusNameError as e:
             raise SystemExit(f"daxd: {e}") from None
+        watchers.add(asyncio.get_running_loop().create_task(_exit_without_bus(bus, d)))
 
     try:
         return await daemon.run(bus_setup if use_bus else None)

@@ -177,10 +177,20 @@ def test_drift_that_would_take_memory_is_reported_not_undone(
             assert states(pmem_kernel, "dax0.0") == {"online"}
             assert driver(pmem_kernel, "dax0.0") == "kmem"
             assert "outside daxd" in h.publisher.devices["dax0.0"].last_error
+            # Later events about the device do not wear the hold down.
+            first = block_indices(pmem_kernel, "dax0.0")[0]
+            h.udev.push(Event("online", "memory", f"memory{first}"))
+            h.udev.push(Event("change", "dax", "dax0.0"))
+            await h.settled()
+            assert driver(pmem_kernel, "dax0.0") == "kmem"
+            assert states(pmem_kernel, "dax0.0") == {"online"}
+            held = h.publisher.devices["dax0.0"]
+            assert held.state is DeviceState.DRIFTED
             # An explicit Reconcile (D-Bus) applies the policy fully.
             await h.daemon.reconcile(force=True)
             assert driver(pmem_kernel, "dax0.0") == "device_dax"
-            assert h.publisher.devices["dax0.0"].state is DeviceState.APPLIED
+            done = h.publisher.devices["dax0.0"]
+            assert done.state is DeviceState.APPLIED
             assert pmem_kernel.leaks == []
             await stop(h, task)
 
