@@ -273,7 +273,11 @@ class _Run:
         elif step.action is Action.UNBIND:
             users = find_device_users(self.opts.proc_root, self.name)
             if users:
-                names = ", ".join(f"{u.comm} (pid {u.pid})" for u in users[:5])
+                names = ", ".join(
+                    f"{u.comm} (pid {u.pid}"
+                    + (", cannot inspect it)" if u.how == "cannot inspect" else ")")
+                    for u in users[:5]
+                )
                 self.refuse(
                     step,
                     f"/dev/{self.name} is in use by {names}; unbinding would kill it with SIGBUS",

@@ -27,7 +27,9 @@ class DeviceUser:
 def find_device_users(proc_root: Path, devname: str) -> list[DeviceUser]:
     """Processes that have ``/dev/<devname>`` open or mapped, by pid.
 
-    Processes that exit mid-scan and ones we may not inspect (EACCES) are skipped silently.
+    Processes that exit mid-scan are skipped.  One whose fd table or maps daxd may not read
+    (EACCES: no CAP_SYS_PTRACE) is listed with ``how="cannot inspect"``: it might be mapping
+    the device, and a SIGBUS is not a risk to take on a guess.
     """
     if not _DEVNAME.match(devname):
         raise ValueError(f"not a dax device name: {devname!r}")
@@ -40,6 +42,9 @@ def find_device_users(proc_root: Path, devname: str) -> list[DeviceUser]:
     for pid in pids:
         base = proc_root / str(pid)
         found = (("open", _has_fd(base, node)), ("mapped", _maps(base, node)))
+        if any(hit is None for _, hit in found):
+            users.append(DeviceUser(pid, _comm(base), "cannot inspect"))
+            continue
         how = [word for word, hit in found if hit]
         if how:
             users.append(DeviceUser(pid, _comm(base), ", ".join(how)))
@@ -50,9 +55,12 @@ def _is_node(path: str, node: str) -> bool:
     return path == node or path == node + _DELETED
 
 
-def _has_fd(base: Path, node: str) -> bool:
+def _has_fd(base: Path, node: str) -> bool | None:
+    """Whether an fd of the process is the node; None when we may not look."""
     try:
         fds = os.listdir(base / "fd")
+    except PermissionError:
+        return None
     except OSError:
         return False
     for fd in fds:
@@ -64,7 +72,8 @@ def _has_fd(base: Path, node: str) -> bool:
     return False
 
 
-def _maps(base: Path, node: str) -> bool:
+def _maps(base: Path, node: str) -> bool | None:
+    """Whether the process maps the node; None when we may not look."""
     try:
         with open(base / "maps", encoding="utf-8", errors="replace") as f:
             # "start-end perms offset dev inode   path": the path is everything after field 5.
@@ -72,6 +81,8 @@ def _maps(base: Path, node: str) -> bool:
                 len(parts := line.split(None, 5)) == 6 and _is_node(parts[5].rstrip("\n"), node)
                 for line in f
             )
+    except PermissionError:
+        return None
     except OSError:
         return False
 

@@ -8,6 +8,7 @@ leaked kmem ranges, SIGBUS victims, offline writes without a timeout.
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -623,3 +624,26 @@ def test_memmap_rollback_onlines_blocks_the_kernel_leaves_offline(
     assert_all_movable(kernel, 32)  # back in the zone they were in
     assert len(rollbacks(result)) == 33
     assert all(r.ok for r in rollbacks(result))
+
+
+def test_process_that_cannot_be_inspected_blocks_the_unbind(
+    pmem_kernel: FakeKernel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process whose fd table daxd may not read might map the device: no SIGBUS gamble.
+    pmem_kernel.open_device(77, "hidden", "dax0.0")
+    real_listdir = os.listdir
+
+    def listdir(path: object) -> list[str]:
+        if str(path).endswith("/77/fd"):
+            raise PermissionError(13, "denied")
+        return real_listdir(path)  # type: ignore[call-overload, no-any-return]
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    result = apply(
+        pmem_kernel,
+        load(tmp_path, "rules:\n  - mode: system-ram\n    allow_pmem_data_loss: true\n"),
+    )
+    assert result.outcome is Outcome.FAILED
+    assert "hidden (pid 77, cannot inspect it)" in result.error
+    assert driver(pmem_kernel) == "device_dax"
+    assert pmem_kernel.sigbus == []

@@ -50,7 +50,7 @@ def test_deleted_node_still_counts(tmp_path: Path) -> None:
     ]
 
 
-def test_vanishing_and_forbidden_processes_are_skipped(
+def test_vanishing_processes_are_skipped_forbidden_ones_are_suspects(
     pmem_kernel: FakeKernel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pmem_kernel.open_device(5, "gone", "dax0.0", mapped=True)
@@ -66,13 +66,18 @@ def test_vanishing_and_forbidden_processes_are_skipped(
         return real_listdir(path)  # type: ignore[call-overload, no-any-return]
 
     def fake_open(path: object, *args: object, **kwargs: object) -> object:
-        if str(path).endswith(("/5/maps", "/6/maps")):
+        if str(path).endswith("/5/maps"):
+            raise FileNotFoundError(2, "gone")
+        if str(path).endswith("/6/maps"):
             raise PermissionError(13, "denied")
         return real_open(path, *args, **kwargs)  # type: ignore[call-overload]
 
     monkeypatch.setattr(os, "listdir", listdir)
     monkeypatch.setattr("builtins.open", fake_open)
-    assert find_device_users(pmem_kernel.proc_root, "dax0.0") == [DeviceUser(7, "visible", "open")]
+    assert find_device_users(pmem_kernel.proc_root, "dax0.0") == [
+        DeviceUser(6, "secret", "cannot inspect"),
+        DeviceUser(7, "visible", "open"),
+    ]
 
 
 def test_missing_proc(tmp_path: Path) -> None:
