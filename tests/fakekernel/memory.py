@@ -49,6 +49,8 @@ class FakeBlock:
     zone: str | None = None  # while online; None = spans several zones (valid_zones "none")
     removable: bool = True
     offline_fault: int | str | None = None  # an errno, or HANG
+    # Another process is offlining it right now (offline_pages() migrating): MEM_GOING_OFFLINE.
+    going_offline: bool = False
 
     @property
     def devpath(self) -> str:
@@ -88,7 +90,9 @@ class MemorySubsystem:
     def render_block(self, b: FakeBlock) -> None:
         t, rel = self.tree, b.devpath
         t.attr(f"{rel}/phys_index", f"{b.index:08x}")  # phys_index_show(): "%08lx"
-        t.attr(f"{rel}/state", "online" if b.online else "offline", 0o644)
+        # state_show(): MEM_GOING_OFFLINE while offline_pages() runs (seen in the QEMU lab).
+        state = "going-offline" if b.going_offline else "online" if b.online else "offline"
+        t.attr(f"{rel}/state", state, 0o644)
         t.attr(f"{rel}/online", "1" if b.online else "0", 0o644)
         t.attr(f"{rel}/phys_device", "0")
         # removable_show() prints IS_ENABLED(CONFIG_MEMORY_HOTREMOVE) for every block since 5.9.
@@ -171,8 +175,12 @@ class MemorySubsystem:
         return early > 0 and movable + nr <= self.config.auto_movable_ratio * early // 100
 
     def valid_zones(self, b: FakeBlock) -> str:
-        """valid_zones_show(): the zone when online ("none" if several); else default first."""
-        if b.online:
+        """valid_zones_show(): the zone when online ("none" if several); else default first.
+
+        Only MEM_ONLINE prints the zone: a block going offline lists candidates like an offline
+        one (QEMU lab: "going-offline" with "Movable Normal" for a block in ZONE_MOVABLE).
+        """
+        if b.online and not b.going_offline:
             return b.zone or "none"
         default = self.zone_for("online", b)
         others = [z for z in ("Normal", "Movable") if z != default]
@@ -244,17 +252,42 @@ class MemorySubsystem:
         self.render_node(b.node)
         return True
 
+    def begin_offline(self, index: int) -> None:
+        """Another process starts offlining an online block and is still at it (no uevent)."""
+        b = self.blocks[index]
+        assert b.online
+        assert not b.going_offline
+        b.going_offline = True
+        self.render_block(b)
+
+    def end_offline(self, index: int, done: bool) -> None:
+        """That offline ends: done (offline, with its uevent) or given up (online again)."""
+        b = self.blocks[index]
+        assert b.going_offline
+        b.going_offline = False
+        if done:
+            b.online = False
+            b.zone = None
+            self.render_block(b)
+            self.events.emit("offline", "memory", b.devpath)
+            self.render_node(b.node)
+        else:
+            self.render_block(b)
+
     def offline(self, index: int, timeout: float | None) -> bool:
         """device_offline() -> memory_block_offline() -> offline_pages(); False if offline."""
         b = self.blocks[index]
         if not b.online:
             return False
-        if not self.config.hotremove or b.zone is None:
+        # Someone else's offline holds device_hotplug_lock (state_store() restarts the write
+        # until it is free), or offline_pages() migrates until signal_pending(): either way the
+        # write returns only when interrupted.
+        hangs = b.going_offline
+        if not hangs and (not self.config.hotremove or b.zone is None):
             # offline_pages() is an EINVAL stub without CONFIG_MEMORY_HOTREMOVE; a block in
             # several zones has no mem->zone.
             raise einval()
-        if b.offline_fault == HANG:
-            # offline_pages() migrates until signal_pending(): only an interrupted write returns.
+        if hangs or b.offline_fault == HANG:
             if timeout is None:
                 self.records.untimed_blocking_writes.append(f"{b.devpath}/state")
                 raise oserror(errno.EINTR)

@@ -5,11 +5,14 @@
 - ``lab_image`` (session) builds the guest image once, or loads it from the cache.
 - ``lab`` (session) is a :class:`tests.vm.lab.Lab` on that image; every scenario it runs is
   listed with its timings at the end of the pytest run.
+- ``installed_disk`` (session) is a qcow2 disk on which one boot ran ``make install``, for
+  scenarios that boot with daxd installed (``Scenario(base_disk=installed_disk)``).
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -69,10 +72,21 @@ def lab(lab_image: Image) -> Lab:
     return RecordingLab(lab_image)
 
 
+@pytest.fixture(scope="session")
+def installed_disk(lab: Lab) -> Path:
+    """A disk with daxd installed by ``make install`` (cached; see Lab.installed_disk)."""
+    return lab.installed_disk()
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not _RESULTS:
         return
     terminalreporter.section("daxd lab (QEMU)")
+    all_boots = [b for r in _RESULTS for b in r.boots]
+    in_qemu = sum(b.timings.get("total_s", 0.0) for b in all_boots)
+    terminalreporter.write_line(
+        f"{len(_RESULTS)} scenario run(s), {len(all_boots)} boot(s), {in_qemu:.0f} s in QEMU"
+    )
     for result in _RESULTS:
         t = result.timings
         boots = ", ".join(

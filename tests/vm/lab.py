@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -136,6 +137,12 @@ class Scenario:
     # appended as they are (for experiments such as CXL devices; see docs/lab.md).
     machine: str = "pc"
     qemu_args: Sequence[str] = ()
+    # Boot from this qcow2 disk instead of the image (e.g. :meth:`Lab.installed_disk`, daxd
+    # already installed): the run's overlay is made over it, so it is never written.
+    base_disk: Path | None = None
+    # Power off cleanly after the last script too and keep the run's disk (``run_dir/disk.qcow2``)
+    # even when the run succeeds, to boot other scenarios from it (``base_disk``).
+    keep_disk: bool = False
 
 
 @dataclass
@@ -327,6 +334,45 @@ class Lab:
         """The lab on the image of the current recipe (built first if needed)."""
         return cls(image_mod.ensure_image(), **kwargs)  # type: ignore[arg-type]
 
+    # -- a disk with daxd installed, shared by scenarios ----------------------------------------
+
+    def installed_disk(self) -> Path:
+        """A qcow2 disk (over the image) on which one boot has run ``make install``.
+
+        Scenarios that only need daxd installed boot from it (``Scenario(base_disk=...)``) and
+        save that boot's install (about a minute under TCG). It is cached in
+        ``$DAXD_LAB_DIR/installed/<hash>/``, the hash covering the image and every file
+        ``make install`` reads (see :func:`install_hash`); the newest two are kept.
+        """
+        digest = install_hash(self.repo, self.image)
+        folder = self.base / "installed" / digest
+        disk = folder / "disk.qcow2"
+        with image_mod._locked(self.base / "installed" / f".lock-{digest}"):
+            if disk.is_file():
+                return disk
+            result = self.run(
+                Scenario(
+                    name="installed-disk",
+                    script=INSTALLED_DISK_SCRIPT,
+                    install_daxd=True,
+                    keep_disk=True,
+                )
+            )
+            result.check()
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".disk-{os.getpid()}.qcow2"
+            shutil.move(result.run_dir / "disk.qcow2", tmp)
+            (folder / "install.log").write_text(result.main.install_log)
+            tmp.rename(disk)  # complete or absent
+            others = sorted(
+                (p for p in (self.base / "installed").iterdir() if p.is_dir() and p != folder),
+                key=lambda p: p.stat().st_mtime,
+                reverse=True,
+            )
+            for old in others[1:]:
+                shutil.rmtree(old, ignore_errors=True)
+            return disk
+
     # -- running --------------------------------------------------------------------------------
 
     def run(self, scenario: Scenario) -> ScenarioResult:
@@ -335,6 +381,9 @@ class Lab:
         in_dir = run_dir / "in"
         self._prepare_share(in_dir, scenario)
         overlay = run_dir / "disk.qcow2"
+        backing, backing_format = (
+            (scenario.base_disk, "qcow2") if scenario.base_disk else (self.image.rootfs, "raw")
+        )
         subprocess.run(
             [
                 "qemu-img",
@@ -343,9 +392,9 @@ class Lab:
                 "-f",
                 "qcow2",
                 "-F",
-                "raw",
+                backing_format,
                 "-b",
-                str(self.image.rootfs),
+                str(backing),
                 str(overlay),
             ],
             check=True,
@@ -375,7 +424,7 @@ class Lab:
         result = ScenarioResult(scenario, run_dir, boots)
         self._summarize(result)
         if result.ok and not self.keep:
-            for path in [overlay, *nvdimm_files]:
+            for path in [*([] if scenario.keep_disk else [overlay]), *nvdimm_files]:
                 path.unlink(missing_ok=True)
         self._prune_runs()
         return result
@@ -437,7 +486,7 @@ class Lab:
             env = {
                 "LAB_INSTALL": "1" if scenario.install_daxd and phase == first else "0",
                 "LAB_SCRIPT_TIMEOUT": str(int(scenario.timeout)),
-                "LAB_POWEROFF": "fast" if phase == "main" else "clean",
+                "LAB_POWEROFF": "fast" if phase == "main" and not scenario.keep_disk else "clean",
             }
             (in_dir / f"config-{phase}.env").write_text(
                 "".join(f"{k}={v}\n" for k, v in env.items())
@@ -822,6 +871,36 @@ def hmem_kernel_args(scenario: Scenario) -> list[str]:
     return [f"memmap={size:#x}%{start:#x}-1+0xefffffff" for start, size in hmem_layout(scenario)]
 
 
+# What `make install` reads (the runner copies the whole repository, but the rest does not end
+# up installed): a change to any of these makes Lab.installed_disk() install again.
+INSTALL_INPUTS = ("Makefile", "pyproject.toml", "README.md", "daxd", "units", "udev-rules", "etc")
+
+INSTALLED_DISK_SCRIPT = r"""
+set -euo pipefail
+command -v daxd
+daxd --version
+systemctl cat daxd.service > /dev/null
+test -f /usr/lib/udev/rules.d/90-daxd.rules
+test -f /usr/share/dbus-1/system.d/org.daxd.Daxd1.conf
+# Bytecode compiled now is not compiled again at every daxd start of every scenario.
+python3 -m compileall -q "$(python3 -c 'import daxd, os; print(os.path.dirname(daxd.__file__))')"
+"""
+
+
+def install_hash(repo: Path, image: Image) -> str:
+    """Hash of the image and of every file :data:`INSTALL_INPUTS` names (contents and paths)."""
+    digest = hashlib.sha256(image.path.name.encode())
+    for name in INSTALL_INPUTS:
+        top = repo / name
+        paths = sorted(top.rglob("*")) if top.is_dir() else [top]
+        for path in paths:
+            if not path.is_file() or "__pycache__" in path.parts:
+                continue
+            digest.update(str(path.relative_to(repo)).encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
 def run_scenario(script: str, **kwargs: object) -> ScenarioResult:
     """One-call form: ``run_scenario("ndctl list", nvdimms=[NvdimmSpec()])``."""
     return Lab.default().run(Scenario(script=script, **kwargs))  # type: ignore[arg-type]
@@ -830,22 +909,57 @@ def run_scenario(script: str, **kwargs: object) -> ScenarioResult:
 # -- command line ---------------------------------------------------------------------------------
 
 DEMO_SCRIPT = r"""
-set -e
-echo "== kernel $(uname -r), systemd $(systemctl --version | head -n1 | cut -d' ' -f2)"
-echo "== boot: $(systemd-analyze time 2>/dev/null | head -n1)"
-lab_devdax namespace0.0 >/dev/null
-lab_devdax namespace1.0 >/dev/null
-echo "== devdax devices"
-daxctl list -D
-echo "== memory blocks: $(cat /sys/devices/system/memory/auto_online_blocks), memmap_on_memory" \
-     "$(cat /sys/module/memory_hotplug/parameters/memmap_on_memory)"
-if command -v daxd >/dev/null; then
-    echo "== daxd installed at $(command -v daxd)"
-    daxd --help 2>&1 | head -n 20 || true
-    systemctl status --no-pager daxd.service 2>&1 | head -n 10 || true
-else
-    echo "== daxd not installed"
-fi
+set -euo pipefail
+step() { printf '\n==== %s\n' "$*"; }
+lab_wait_booted
+step "the guest: Linux $(uname -r), $(systemctl --version | head -n1), two emulated NVDIMMs"
+step "daxd, installed with 'make install' at boot: $(command -v daxd), $(daxd --version)"
+grep -E "^(Successfully installed|install -m)" /lab/out/install.log | sed 's/^/    /'
+step "the policy: etc/daxd/examples/demo.yaml -> /etc/daxd/policy.yaml"
+install -m 0644 /lab/in/files/demo.yaml /etc/daxd/policy.yaml
+grep -v '^#' /etc/daxd/policy.yaml | sed '/^$/d'
+daxd check /etc/daxd/policy.yaml
+step "daxd.service with no DAX device yet: $(systemctl is-active daxd.service || true)"
+step "two namespaces become devdax devices (ndctl create-namespace -m devdax)"
+for ns in namespace0.0 namespace1.0; do
+    ndctl create-namespace -f -e "$ns" -m devdax \
+        | jq -c '{namespace: .dev, mode, size, device: .daxregion.devices[0].chardev}'
+done
+step "udev started daxd.service (90-daxd.rules); waiting until it has applied the policy"
+lab_wait_until 180 lab_state_is dax0.0 applied
+lab_wait_until 60 lab_state_is dax1.0 applied
+systemctl status --no-pager daxd.service | sed -n '1,8p'
+step "daxd list"
+daxd list
+step "journalctl -u daxd (what daxd did)"
+journalctl -b -u daxd.service --no-pager -o short-monotonic
+step "daxd status (the daemon's view, over D-Bus)"
+daxd status
+step "busctl tree org.daxd.Daxd1"
+busctl tree --no-pager org.daxd.Daxd1
+step "busctl introspect org.daxd.Daxd1 /org/daxd/Daxd1/devices/dax0_0 org.daxd.Daxd1.Device"
+busctl introspect --no-pager org.daxd.Daxd1 /org/daxd/Daxd1/devices/dax0_0 org.daxd.Daxd1.Device
+step "busctl get-property"
+for dev in dax0_0 dax1_0; do
+    for prop in Mode Zone BlocksOnline State; do
+        printf '%-7s %-13s %s\n' "$dev" "$prop" "$(busctl get-property org.daxd.Daxd1 \
+            /org/daxd/Daxd1/devices/$dev org.daxd.Daxd1.Device $prop)"
+    done
+done
+printf '%-21s %s\n' "Manager Summary" "$(busctl get-property org.daxd.Daxd1 /org/daxd/Daxd1 \
+    org.daxd.Daxd1.Manager Summary)"
+node=$(cat /sys/bus/dax/devices/dax0.0/target_node)
+step "the memory of dax0.0: its blocks, and NUMA node $node"
+lab_blocks dax0.0
+grep MemTotal "/sys/devices/system/node/node$node/meminfo"
+step "systemd-analyze security daxd.service"
+systemd-analyze security --no-pager daxd.service | tail -n 1
+# What the demo promises; any difference fails it.
+test "$(lab_driver dax0.0)" = kmem
+lab_all_movable dax0.0
+test "$(cat /sys/bus/dax/devices/dax0.0/memmap_on_memory)" = 1
+test "$(lab_driver dax1.0)" = device_dax
+step "demo OK: dax0.0 is movable system RAM, dax1.0 is /dev/dax1.0; powering off"
 """
 
 
@@ -880,10 +994,17 @@ def _cli(argv: list[str] | None = None) -> int:
     run.add_argument("script")
     run.add_argument("--setup", metavar="SCRIPT", help="setup script for a first boot")
     run.add_argument("--install", action="store_true", help="install daxd from the repo first")
+    run.add_argument(
+        "--installed",
+        action="store_true",
+        help="boot from the cached disk with daxd installed (Lab.installed_disk; built if needed)",
+    )
     run.add_argument("--timeout", type=float, default=300.0)
     common(run)
-    demo = sub.add_parser("demo", help="two NVDIMMs as devdax, daxd installed if installable")
-    demo.add_argument("--no-install", action="store_true")
+    demo = sub.add_parser(
+        "demo",
+        help="daxd installed with make install, two NVDIMMs, etc/daxd/examples/demo.yaml",
+    )
     common(demo)
     shell = sub.add_parser("shell", help="boot and attach the serial console (log in as root)")
     common(shell)
@@ -891,7 +1012,7 @@ def _cli(argv: list[str] | None = None) -> int:
 
     nvdimms = [NvdimmSpec(size_mib=s) for s in (args.nvdimm or [1024])]
     if args.cmd == "demo" and args.nvdimm is None:
-        nvdimms = [NvdimmSpec(), NvdimmSpec()]
+        nvdimms = [NvdimmSpec(size_mib=512), NvdimmSpec(size_mib=512)]
     hmem = [HmemSpec(size_mib=s) for s in args.hmem]
     lab = Lab.default(keep=args.keep)
 
@@ -919,6 +1040,7 @@ def _cli(argv: list[str] | None = None) -> int:
             install_daxd=args.install,
             timeout=args.timeout,
             memory_mib=args.memory,
+            base_disk=lab.installed_disk() if args.installed else None,
         )
     else:
         scenario = Scenario(
@@ -926,9 +1048,10 @@ def _cli(argv: list[str] | None = None) -> int:
             name="demo",
             nvdimms=nvdimms,
             hmem=hmem,
-            kernel_args=args.kernel_arg,
-            install_daxd=not args.no_install,
+            kernel_args=["memory_hotplug.memmap_on_memory=1", *args.kernel_arg],
+            install_daxd=True,
             memory_mib=args.memory,
+            files={"demo.yaml": (lab.repo / "etc/daxd/examples/demo.yaml").read_text()},
         )
     result = lab.run(scenario)
     sys.stdout.write(result.stdout)

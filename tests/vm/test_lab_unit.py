@@ -130,3 +130,26 @@ def test_report_points_to_the_serial_log(tmp_path: Path) -> None:
     assert str(boot.serial_log) in text
     assert "Welcome to Debian" in text
     assert "timeout" in text
+
+
+def test_install_hash_follows_what_make_install_reads(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    for rel in ("Makefile", "daxd/__init__.py", "units/daxd.service.in", "tests/test_x.py"):
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text("x\n")
+    image = Image(tmp_path / "images" / "abc")
+    first = lab_mod.install_hash(repo, image)
+    (repo / "tests/test_x.py").write_text("changed\n")  # not installed
+    assert lab_mod.install_hash(repo, image) == first
+    (repo / "daxd/__init__.py").write_text("changed\n")
+    second = lab_mod.install_hash(repo, image)
+    assert second != first
+    assert lab_mod.install_hash(repo, Image(tmp_path / "images" / "other")) != second
+
+
+def test_kept_disk_powers_off_cleanly(tmp_path: Path) -> None:
+    lab = _lab(tmp_path)
+    lab._prepare_share(tmp_path / "a", Scenario(script="true"))
+    assert "LAB_POWEROFF=fast" in (tmp_path / "a" / "config-main.env").read_text()
+    lab._prepare_share(tmp_path / "b", Scenario(script="true", keep_disk=True))
+    assert "LAB_POWEROFF=clean" in (tmp_path / "b" / "config-main.env").read_text()

@@ -35,3 +35,86 @@ lab_wait_active() {
 
 # lab_wait_booted: wait for the boot to finish (state running or degraded).
 lab_wait_booted() { systemctl is-system-running --wait >/dev/null 2>&1 || true; }
+
+# lab_blocks DAXDEV: the memory blocks inside the device's ranges, "memoryN STATE ZONES" a line
+# (none while the device is not bound to kmem).
+lab_blocks() {
+    local dev=/sys/bus/dax/devices/$1 size m s e i b
+    size=$((0x$(cat /sys/devices/system/memory/block_size_bytes)))
+    for m in "$dev"/mapping*; do
+        [ -d "$m" ] || continue
+        s=$(($(cat "$m/start"))); e=$(($(cat "$m/end")))
+        for ((i = (s + size - 1) / size; i <= (e + 1) / size - 1; i++)); do
+            b=/sys/devices/system/memory/memory$i
+            [ -d "$b" ] && echo "memory$i $(cat "$b/state") $(cat "$b/valid_zones")"
+        done
+    done
+}
+
+# lab_all_movable DAXDEV: true when the device has memory blocks and all are online in Movable.
+lab_all_movable() {
+    local out; out=$(lab_blocks "$1")
+    [ -n "$out" ] && ! grep -qv ' online Movable$' <<< "$out"
+}
+
+# lab_driver DAXDEV: the driver bound to the device, or "none".
+lab_driver() {
+    local d=/sys/bus/dax/devices/$1/driver
+    if [ -e "$d" ]; then basename "$(readlink -f "$d")"; else echo none; fi
+}
+
+# lab_wait_until SECONDS COMMAND...: run COMMAND every half second until it succeeds; fail (and
+# say what was waited for) after SECONDS.
+lab_wait_until() {
+    local left=$(($1 * 2)); shift
+    until "$@" > /dev/null 2>&1; do
+        left=$((left - 1))
+        if [ "$left" -le 0 ]; then echo "timed out waiting for: $*" >&2; return 1; fi
+        sleep 0.5
+    done
+}
+
+# lab_prop DAXDEV PROPERTY: a property of the device's object on daxd's D-Bus API (plain value).
+lab_prop() {
+    busctl --json=short get-property org.daxd.Daxd1 "/org/daxd/Daxd1/devices/${1//./_}" \
+        org.daxd.Daxd1.Device "$2" | jq -r .data
+}
+
+# lab_manager_prop PROPERTY: a property of daxd's manager object (plain value).
+lab_manager_prop() {
+    busctl --json=short get-property org.daxd.Daxd1 /org/daxd/Daxd1 org.daxd.Daxd1.Manager "$1" \
+        | jq -r '.data | if type == "array" then join("\n") else . end'
+}
+
+# lab_state_is DAXDEV STATE: true when daxd publishes that State for the device.
+lab_state_is() { [ "$(lab_prop "$1" State 2>/dev/null)" = "$2" ]; }
+
+# lab_policy: write standard input to /etc/daxd/policy.yaml (and check it with daxd).
+lab_policy() { cat > /etc/daxd/policy.yaml && daxd check /etc/daxd/policy.yaml; }
+
+# lab_journal_mark NAME: remember the journal cursor; lab_journal_since NAME: daxd's journal
+# lines since then.
+lab_journal_mark() {
+    journalctl -q -n1 -o export | sed -n 's/^__CURSOR=//p' > "/run/daxd-lab/$1.cursor"
+}
+lab_journal_since() {
+    journalctl -q --no-pager -o short-monotonic --after-cursor="$(cat "/run/daxd-lab/$1.cursor")" \
+        -u daxd.service
+}
+
+# lab_fact KEY VALUE...: record "KEY=VALUE" in $LAB_OUT/facts.txt (tests.vm.facts.facts) and
+# echo it.
+lab_fact() { local k=$1; shift; echo "$k=$*" | tee -a "$LAB_OUT/facts.txt"; }
+
+# lab_call NAME COMMAND...: run COMMAND, record NAME, its exit code and its output (one line) in
+# $LAB_OUT/calls.tsv (tests.vm.facts.calls); never fails.
+lab_call() {
+    local name=$1 out rc; shift
+    out=$("$@" 2>&1) && rc=0 || rc=$?
+    printf '%s\t%s\t%s\n' "$name" "$rc" "$(tr '\n\t' '  ' <<< "$out" | cut -c1-2000)" \
+        >> "$LAB_OUT/calls.tsv"
+    echo "$name: rc=$rc: $(head -c 300 <<< "$out")"
+}
+
+# lab_as_nobody COMMAND...: run COMMAND as user nobody (uid/gid 65534, no groups).
+lab_as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups -- "$@"; }
