@@ -40,36 +40,15 @@ from daxd.policy.document import RULE_KEYS, SELECTOR_KEYS, TOP_KEYS
 from daxd.policy.errors import PolicyError
 from daxd.policy.load import MAX_FILE_SIZE, load_policy
 from daxd.policy.model import Policy
+from tests.policy.test_fuzz import VALID as BASE_VALID
 
 LONG = os.environ.get("DAXD_FUZZ") == "long"
 CASES = 25_000 if LONG else 2_500
 CASE_TIME = 2.0  # seconds; a 256 KiB file parses in well under 1 s
 GENERATORS = 5
 
-VALID = """\
-version: 1
-rules:
-  - name: cxl
-    match:
-      provider: [cxl, "!pmem"]
-      size: ">= 16GiB"
-      region: [0, region1]
-      device: "dax*.0"
-      numa_node: 0
-      target_node: "!2"
-      uuid: 9d2e0b1c-5c7a-4d2e-8f31-6a0d4c1b2e3f
-      namespace: namespace0.*
-      address: "0x100000000..0x1ffffffff"
-    mode: system-ram
-    zone: movable
-    memmap_on_memory: true
-    online: true
-    allow_pmem_data_loss: false
-  - match: {device: "dax1.*"}
-    mode: devdax
-  - name: rest
-    mode: ignore
-"""
+# The policy tests' fully-featured policy, plus a catch-all rule.
+VALID = BASE_VALID + "  - name: rest\n    mode: ignore\n"
 _BREAKS = re.compile("\r\n|[\r\n\x85\u2028\u2029]")  # YAML's line breaks, as daxd counts them
 
 
