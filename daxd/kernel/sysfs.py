@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import math
 import os
 import re
 import signal
 import threading
+import time
 from pathlib import Path
 
 from daxd.kernel.errors import errno_name, explain_write_error
@@ -56,31 +58,88 @@ def install_interrupt_handler() -> None:
     signal.siginterrupt(_INTERRUPT_SIGNAL, True)
 
 
+# A write the kernel does not let go of on the first signal is signalled again at this interval.
+_RESEND_INTERVAL = 0.05
+
+
+class _Alarm:
+    __slots__ = ("deadline", "sent", "tid")
+
+    def __init__(self, tid: int, deadline: float) -> None:
+        self.tid = tid
+        self.deadline = deadline  # time.monotonic() of the next signal
+        self.sent = False
+
+
+class _Interrupter:
+    """Signals threads whose write is past its deadline, from one long-lived daemon thread.
+
+    Starting a thread per write cost ~20 ms in an emulated guest, and every offline of a memory
+    block is such a write.  Any number of threads may be armed at once.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        # Also after fork(): the child has neither the signalling thread nor the armed writers.
+        self._cond = threading.Condition()
+        self._alarms: set[_Alarm] = set()
+        self._wake = math.inf  # when the waiting thread next looks at the alarms
+        self._thread: threading.Thread | None = None
+
+    def arm(self, timeout: float) -> _Alarm:
+        """Signal the calling thread once ``timeout`` seconds have passed, until disarmed."""
+        alarm = _Alarm(threading.get_ident(), time.monotonic() + timeout)
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="daxd-write-timeout", daemon=True
+                )
+                self._thread.start()
+            self._alarms.add(alarm)
+            if alarm.deadline < self._wake:  # else it wakes up in time anyway: spare a switch
+                self._cond.notify()
+        return alarm
+
+    def disarm(self, alarm: _Alarm) -> bool:
+        """Stop signalling; whether any signal was sent.  No signal is sent once this returns."""
+        with self._cond:
+            self._alarms.discard(alarm)
+            return alarm.sent
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for alarm in self._alarms:
+                    if alarm.deadline <= now:
+                        # Under the lock: the thread is still in its write, so still alive.
+                        signal.pthread_kill(alarm.tid, _INTERRUPT_SIGNAL)
+                        alarm.sent = True
+                        alarm.deadline = now + _RESEND_INTERVAL
+                self._wake = min((a.deadline for a in self._alarms), default=math.inf)
+                self._cond.wait(None if self._wake == math.inf else self._wake - now)
+
+
+_interrupter = _Interrupter()
+os.register_at_fork(after_in_child=_interrupter._reset)
+
+
 def _write_interruptible(fd: int, data: bytes, timeout: float) -> None:
     """write(2) that gives up after ``timeout`` seconds by signalling the writing thread.
 
     Python's os.write retries on EINTR (PEP 475), so libc's write is called directly.
     """
-    tid = threading.get_ident()
-    done = threading.Event()
-
-    def interrupt() -> None:
-        while not done.wait(0.05 if interrupt_sent.is_set() else timeout):
-            signal.pthread_kill(tid, _INTERRUPT_SIGNAL)
-            interrupt_sent.set()
-
-    interrupt_sent = threading.Event()
-    timer = threading.Thread(target=interrupt, daemon=True)
-    timer.start()
+    buf = ctypes.create_string_buffer(data, len(data))
+    alarm = _interrupter.arm(timeout)
     try:
-        buf = ctypes.create_string_buffer(data, len(data))
         n = _libc.write(fd, buf, len(data))
         err = ctypes.get_errno()
     finally:
-        done.set()
-        timer.join()
+        interrupted = _interrupter.disarm(alarm)
     if n < 0:
-        if err == errno.EINTR and interrupt_sent.is_set():
+        if err == errno.EINTR and interrupted:
             raise TimeoutError(errno.ETIMEDOUT, "timed out")
         raise OSError(err, os.strerror(err))
 
@@ -90,6 +149,7 @@ class Sysfs:
 
     def __init__(self, root: Path | str = "/sys") -> None:
         self.root = Path(root)
+        self._real_root: str | None = None
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -97,6 +157,15 @@ class Sysfs:
     def _at(self, rel: str) -> str:
         """``path(rel)`` as a string: what the hot reads use (a Path costs ~10 µs to build)."""
         return os.path.join(self.root, rel)
+
+    def _resolved_root(self) -> str:
+        """``os.path.realpath(root)``, resolved once the root exists (it never changes then)."""
+        if self._real_root is None:
+            real = os.path.realpath(self.root)
+            if not os.path.isdir(real):
+                return real  # not built yet (tests make the tree later): resolve again next time
+            self._real_root = real
+        return self._real_root
 
     def exists(self, rel: str) -> bool:
         return os.path.lexists(self._at(rel))
@@ -131,9 +200,7 @@ class Sysfs:
 
     def realpath(self, rel: str) -> str:
         """The resolved path below the root, without the root (``devices/...``)."""
-        real = os.path.realpath(self._at(rel))
-        root = os.path.realpath(self.root)
-        return os.path.relpath(real, root)
+        return os.path.relpath(os.path.realpath(self._at(rel)), self._resolved_root())
 
     def write(self, rel: str, value: str, timeout: float | None = None) -> None:
         """Write ``value`` to an attribute; failures raise SysfsError with the kernel's meaning."""
@@ -141,7 +208,7 @@ class Sysfs:
             if not SAFE_COMPONENT.match(part) or part in (".", ".."):
                 raise SysfsError(rel, errno.EINVAL, f"refusing to write to unsafe path {rel!r}")
         # A tree given with --sysfs (a dump) may hold symlinks to anywhere; never follow one out.
-        root = os.path.realpath(self.root)
+        root = self._resolved_root()
         if os.path.commonpath([root, os.path.realpath(self._at(rel))]) != root:
             raise SysfsError(
                 rel, errno.EINVAL, f"refusing to write to {rel}: it leads out of {self.root}"

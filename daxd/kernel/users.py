@@ -8,6 +8,7 @@ symlink resolved differently) is not seen.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -34,61 +35,73 @@ def find_device_users(proc_root: Path, devname: str) -> list[DeviceUser]:
     if not _DEVNAME.match(devname):
         raise ValueError(f"not a dax device name: {devname!r}")
     node = f"/dev/{devname}"
+    targets = (node, node + _DELETED)
+    needle = node.encode()
+    root = os.fspath(proc_root)
     try:
-        pids = sorted(int(e) for e in os.listdir(proc_root) if e.isdigit())
+        pids = sorted(int(e) for e in os.listdir(root) if e.isdigit())
     except OSError:
         return []
+    # Plain strings throughout: this runs before every unbind, over every process, and building
+    # Path objects was most of its cost in a slow (emulated) guest.
     users = []
     for pid in pids:
-        base = proc_root / str(pid)
-        found = (("open", _has_fd(base, node)), ("mapped", _maps(base, node)))
-        if any(hit is None for _, hit in found):
+        base = os.path.join(root, str(pid))
+        opened = _has_fd(base, targets)
+        # An fd table we may not read makes the process a suspect whatever its maps say.
+        mapped = _maps(base, needle, targets) if opened is not None else None
+        if opened is None or mapped is None:
             users.append(DeviceUser(pid, _comm(base), "cannot inspect"))
-            continue
-        how = [word for word, hit in found if hit]
-        if how:
-            users.append(DeviceUser(pid, _comm(base), ", ".join(how)))
+        elif opened or mapped:
+            how = "open, mapped" if opened and mapped else "open" if opened else "mapped"
+            users.append(DeviceUser(pid, _comm(base), how))
     return users
 
 
-def _is_node(path: str, node: str) -> bool:
-    return path == node or path == node + _DELETED
-
-
-def _has_fd(base: Path, node: str) -> bool | None:
+def _has_fd(base: str, targets: tuple[str, str]) -> bool | None:
     """Whether an fd of the process is the node; None when we may not look."""
+    fd_dir = f"{base}/fd"
     try:
-        fds = os.listdir(base / "fd")
+        fds = os.listdir(fd_dir)
     except PermissionError:
         return None
     except OSError:
         return False
     for fd in fds:
         try:
-            if _is_node(os.readlink(base / "fd" / fd), node):
+            if os.readlink(f"{fd_dir}/{fd}") in targets:
                 return True
         except OSError:
             continue  # closed or the process exited meanwhile
     return False
 
 
-def _maps(base: Path, node: str) -> bool | None:
+def _maps(base: str, needle: bytes, targets: tuple[str, str]) -> bool | None:
     """Whether the process maps the node; None when we may not look."""
     try:
-        with open(base / "maps", encoding="utf-8", errors="replace") as f:
-            # "start-end perms offset dev inode   path": the path is everything after field 5.
-            return any(
-                len(parts := line.split(None, 5)) == 6 and _is_node(parts[5].rstrip("\n"), node)
-                for line in f
-            )
+        with open(f"{base}/maps", "rb") as f:
+            data = f.read()
     except PermissionError:
         return None
     except OSError:
         return False
+    # Nearly every process maps no dax device: one substring search then settles it.  A line whose
+    # path is the node holds its ASCII bytes, whatever the decoding and line splitting below.
+    if needle not in data:
+        return False
+    # Parsed as the text file it was read as before: UTF-8 with replacement, universal newlines.
+    # "start-end perms offset dev inode   path": the path is everything after field 5.
+    lines = io.StringIO(data.decode("utf-8", errors="replace"), newline=None)
+    return any(
+        len(parts := line.split(None, 5)) == 6 and parts[5].rstrip("\n") in targets
+        for line in lines
+    )
 
 
-def _comm(base: Path) -> str:
+def _comm(base: str) -> str:
+    # Only read for the processes listed: text mode as before is cheap enough.
     try:
-        return (base / "comm").read_text(encoding="utf-8", errors="replace").strip() or "?"
+        with open(f"{base}/comm", encoding="utf-8", errors="replace") as f:
+            return f.read().strip() or "?"
     except OSError:
         return "?"

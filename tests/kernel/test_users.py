@@ -87,3 +87,61 @@ def test_missing_proc(tmp_path: Path) -> None:
 def test_rejects_names_that_are_not_dax_devices(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a dax device name"):
         find_device_users(tmp_path, "../sda")
+
+
+def _process(proc: Path, pid: int, fds: dict[int, str], maps: bytes) -> None:
+    (proc / str(pid) / "fd").mkdir(parents=True)
+    (proc / str(pid) / "comm").write_text(f"p{pid}\n")
+    for fd, target in fds.items():
+        os.symlink(target, proc / str(pid) / "fd" / str(fd))
+    (proc / str(pid) / "maps").write_bytes(maps)
+
+
+def test_paths_that_merely_contain_the_node_do_not_match(tmp_path: Path) -> None:
+    """The maps pre-check finds b"/dev/dax0.1" in these lines; the path comparison rejects them."""
+    proc = tmp_path / "proc"
+    line = b"7f0000000000-7f0040000000 rw-s 00000000 00:06 1029   %s\n"
+    _process(proc, 1, {3: "/dev/dax0.10"}, line % b"/dev/dax0.10")
+    _process(proc, 2, {3: "/dev/dax0.1.old"}, line % b"/dev/dax0.1 (deleted) again")
+    _process(proc, 3, {3: "/srv/dev/dax0.1"}, line % b"/home/me/my /dev/dax0.1")
+    _process(proc, 4, {}, b"/dev/dax0.1\n" + line % b"/dev/dax0.1x")  # too few fields, suffix
+    assert find_device_users(proc, "dax0.1") == []
+    assert [u.pid for u in find_device_users(proc, "dax0.10")] == [1]
+
+
+def test_maps_with_padding_odd_bytes_and_spaces_in_paths(tmp_path: Path) -> None:
+    """Real maps pad the path column; other paths may hold spaces and bytes that are not UTF-8."""
+    proc = tmp_path / "proc"
+    _process(
+        proc,
+        9,
+        {},
+        b"55d0c0a00000-55d0c0a21000 r-xp 00000000 08:01 1312                       /usr/bin/\xff\n"
+        b"7f0000000000-7f0000001000 rw-p 00000000 00:00 0 \n"
+        b"7f0000001000-7f0000002000 r--p 00000000 08:01 77   /opt/a b/dev/dax0.0 lib.so\n"
+        b"7f0040000000-7f0080000000 rw-s 00000000 00:06 1029                       /dev/dax0.0\n",
+    )
+    _process(proc, 10, {}, b"7f0040000000-7f0080000000 rw-s 00000000 00:06 1029   /dev/dax0.0")
+    assert find_device_users(proc, "dax0.0") == [
+        DeviceUser(9, "p9", "mapped"),
+        DeviceUser(10, "p10", "mapped"),  # the last line has no newline
+    ]
+
+
+def test_comm_is_read_only_for_listed_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc = tmp_path / "proc"
+    _process(proc, 1, {3: "/dev/null"}, b"")
+    _process(proc, 2, {3: "/dev/dax0.0"}, b"")
+    read: list[str] = []
+    real_open = open
+
+    def spy_open(path: object, *args: object, **kwargs: object) -> object:
+        read.append(str(path))
+        return real_open(path, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr("builtins.open", spy_open)
+    monkeypatch.setattr("io.open", spy_open)  # what pathlib reads through
+    assert find_device_users(proc, "dax0.0") == [DeviceUser(2, "p2", "open")]
+    assert [p for p in read if p.endswith("/comm")] == [str(proc / "2" / "comm")]
