@@ -85,7 +85,12 @@ def read_block(reader: AttrReader, index: int) -> MemoryBlock | None:
         state = "unknown"
     elif state not in STATES:
         reader.note(f"{rel}/state", f"unexpected state {state[:40]!r}")
-    zones = reader.text(f"{rel}/valid_zones", required=False)
+    # valid_zones of a block that is not online makes the kernel pick a default zone on the
+    # block's node, and a block kmem has just added has no node yet (Linux 6.12 creates the
+    # block devices with NUMA_NO_NODE and links the node afterwards): reading it then oopses
+    # in zone_for_pfn_range() (seen in the lab, docs/lab.md). daxd needs the zone of online
+    # blocks only.
+    zones = reader.text(f"{rel}/valid_zones", required=False) if state == "online" else None
     phys_index = reader.integer(f"{rel}/phys_index", base=16)
     if phys_index is not None and phys_index != index:
         reader.note(f"{rel}/phys_index", f"is {phys_index:#x}, expected {index:#x} (memory{index})")
@@ -130,7 +135,7 @@ def read_hotplug(
     ``hotremove`` (CONFIG_MEMORY_HOTREMOVE): since Linux 5.9 every block has ``removable``, and it
     reads 1 exactly when CONFIG_MEMORY_HOTREMOVE is set (removable_show() prints
     IS_ENABLED(CONFIG_MEMORY_HOTREMOVE)); ``valid_zones`` exists only with it.  So: True when a
-    block shows removable=1 or has valid_zones.  The blocks already read are used; otherwise the
+    block shows removable=1 or (online) has valid_zones.  The blocks already read are used; else the
     lowest-numbered block is asked (one read).  No blocks at all: False (nothing can be removed).
     """
     exists = block_size is not None

@@ -87,6 +87,7 @@ class FakeKernel:
         self.memory.add_boot_blocks(boot_memory // block_size)
         self.writes: list[tuple[str, str]] = []  # every write attempted, in order
         self.non_root = False  # reads of 0400 attributes fail with EACCES, as for a user
+        self.risky_reads: list[str] = []  # valid_zones of blocks not online (FakeSysfs.read)
         self._faults: list[_Fault] = []
         self._next_region = 0
         self._next_phys = 4 * GiB  # above the boot memory and the PCI hole

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from daxd.kernel.blocks import block_intervals, in_intervals
 from daxd.kernel.model import Range
+from daxd.kernel.scan import read_state
+from tests.fakekernel import FakeKernel
 
 BS = 1 << 27
 
@@ -37,3 +41,19 @@ def test_intervals_hold_exactly_the_whole_blocks(
         if any(r.start <= i * block and (i + 1) * block - 1 <= r.end for r in ranges)
     }
     assert sorted(set(found)) == sorted(whole)
+
+
+def test_valid_zones_is_never_read_for_blocks_that_are_not_online(fake_kernel_base: Path) -> None:
+    """Linux 6.12 can oops reading valid_zones of a block kmem has just added (no node yet)."""
+    kernel = FakeKernel(fake_kernel_base, auto_online_blocks="offline")
+    kernel.add_pmem_device(bound="kmem")
+    state = read_state(kernel.sysfs)
+    offline = [b for b in state.blocks_of("dax0.0") if b.state == "offline"]
+    assert len(offline) == 7
+    assert all(b.valid_zones == () for b in offline)
+    assert kernel.risky_reads == []
+    # the same read of an online block is fine, and gives its zone
+    kernel.sysfs.write(f"devices/system/memory/memory{offline[0].index}/state", "online_movable")
+    (first, *_) = read_state(kernel.sysfs).blocks_of("dax0.0")
+    assert first.zone == "Movable"
+    assert kernel.risky_reads == []
