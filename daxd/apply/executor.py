@@ -20,17 +20,18 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
+from daxd.apply import autoonline
 from daxd.kernel.model import DRIVER_KMEM, HotplugSettings, MemoryBlock
-from daxd.kernel.scan import DeviceReading, read_device
+from daxd.kernel.scan import DeviceReading, read_binding, read_device
 from daxd.kernel.sysfs import Sysfs, SysfsError
 from daxd.kernel.users import find_device_users
 from daxd.kernel.view import DeviceView, view
 from daxd.plan.planner import plan_device
-from daxd.plan.steps import Action, DevicePlan, Step, Verdict, block_path
+from daxd.plan.steps import AUTO_ONLINE_PATH, Action, DevicePlan, Step, Verdict, block_path
 from daxd.policy.model import Policy
 
 log = logging.getLogger("daxd.apply")
@@ -82,6 +83,9 @@ class ApplyOptions:
     max_rounds: int = 4
     should_stop: Callable[[], bool] = lambda: False
     on_step: Callable[[str, StepResult], None] | None = None  # after every write
+    # Where a switched auto_online_blocks is recorded until put back (autoonline.py); None: no
+    # record (a sysfs tree that is not the running kernel's).
+    runtime_dir: Path | None = None
 
 
 class _StepFailed(Exception):
@@ -106,14 +110,22 @@ class _Run:
         self.opts = opts
         self.result = DeviceResult(name, Outcome.IN_SYNC)
         self.rule = ""
+        # Blocks online when this apply began: memory it must not leave offline on a failure.
+        self.online_at_start: set[int] | None = None
 
     def read(self) -> DeviceReading:
         return read_device(self.sysfs, self.name, self.hotplug)
 
     def run(self, first: DeviceReading | None = None) -> DeviceResult:
+        if self.opts.runtime_dir is not None:
+            done = autoonline.recover(self.sysfs, self.opts.runtime_dir)
+            if done:
+                log.warning("%s", done)
         for _ in range(self.opts.max_rounds):
             reading = first if first is not None else self.read()
             first = None
+            if self.online_at_start is None:
+                self.online_at_start = {b.index for b in reading.blocks if b.online}
             if reading.device is None:
                 return self.finish(
                     Outcome.GONE if not self.result.results else Outcome.FAILED,
@@ -168,10 +180,19 @@ class _Run:
         offlined: list[int] = []
         left: str | None = None  # the driver this run unbound the device from
         memmap_path: str | None = None  # memmap_on_memory, once this run tried to change it
+        switched: str | None = None  # auto_online_blocks before this run switched it
         try:
             for step in steps:
                 if self.opts.should_stop():
                     raise _StepFailed("stopped before finishing; nothing left half-done")
+                if step.action is Action.SET_AUTO_ONLINE:
+                    switched = self.switch_auto_online(step)
+                    continue
+                if step.action is Action.RESTORE_AUTO_ONLINE:
+                    if switched is not None:
+                        original, switched = switched, None
+                        self.restore_auto_online(step, original)
+                    continue
                 self.check_preconditions(step)
                 if step.action is Action.SET_MEMMAP:
                     memmap_path = step.path
@@ -181,6 +202,18 @@ class _Run:
                 elif step.action is Action.UNBIND:
                     left = _driver_of(step)
         except _StepFailed:
+            if switched is not None:
+                self.restore_auto_online(
+                    Step(
+                        Action.RESTORE_AUTO_ONLINE,
+                        AUTO_ONLINE_PATH,
+                        switched,
+                        "undo: put the kernel's setting back",
+                    ),
+                    switched,
+                    rollback=True,
+                )
+                switched = None
             if left is not None and self.still_unbound():
                 # Half-way between drivers: give the device back to the one it had, as it had
                 # it, so that /dev/daxX.Y or the memory comes back instead of an unbound device.
@@ -189,9 +222,60 @@ class _Run:
                 self.rebind(left)
             self.restore_online(offlined, zones)
             raise
+        finally:
+            if switched is not None:  # left by an exception other than a failed step
+                self.restore_auto_online(
+                    Step(Action.RESTORE_AUTO_ONLINE, AUTO_ONLINE_PATH, switched, "undo"),
+                    switched,
+                    rollback=True,
+                )
+
+    def switch_auto_online(self, step: Step) -> str | None:
+        """Switch auto_online_blocks for the bind that follows; the value to put back, or None
+        when nothing was switched (already so, or the switch could not be recorded)."""
+        try:
+            original = self.sysfs.read(step.path)
+        except SysfsError as e:
+            log.warning("%s: not switching auto_online_blocks: %s", self.name, e.message)
+            return None
+        if original is None or original == step.value:
+            return None
+        if self.opts.runtime_dir is not None:
+            try:
+                autoonline.save(self.opts.runtime_dir, original, step.value)
+            except OSError as e:
+                # Without the record a crash could leave the setting switched: bind without it.
+                log.warning(
+                    "%s: not switching auto_online_blocks: cannot record it in %s: %s",
+                    self.name,
+                    self.opts.runtime_dir,
+                    e.strerror,
+                )
+                return None
+        try:
+            self.write(step)
+        except _StepFailed:
+            self.forget_switch()
+            raise
+        return original
+
+    def restore_auto_online(self, step: Step, original: str, rollback: bool = False) -> None:
+        """Put auto_online_blocks back; a failure fails the apply (unless this is already a
+        rollback) and leaves the record, so that the next apply tries again."""
+        try:
+            self.write(replace(step, value=original), rollback=rollback)
+        except _StepFailed as e:
+            if rollback:
+                return
+            raise _StepFailed(f"auto_online_blocks is left switched: {e}") from None
+        self.forget_switch()
+
+    def forget_switch(self) -> None:
+        if self.opts.runtime_dir is not None:
+            autoonline.clear(self.opts.runtime_dir)
 
     def restore_memmap(self, path: str, value: bool) -> None:
-        device = self.read().device
+        device = read_binding(self.sysfs, self.name)
         if device is None or device.memmap_on_memory is value:
             return
         step = Step(
@@ -253,9 +337,12 @@ class _Run:
                 if step.block is None:
                     continue
                 skip.add(step.block)
-                was_online = zones.get(step.block) is not None
+                was_online = zones.get(step.block) is not None or step.block in (
+                    self.online_at_start or ()
+                )
                 if step.action is Action.ONLINE_BLOCK and was_online:
-                    # Offlined to move zones but could not come back there: any zone beats none.
+                    # Offlined to move zones (or by a rebind) and could not come back as the
+                    # rule wants: any zone beats none.
                     self.restore_online([step.block], {step.block: None})
         if failures:
             more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
@@ -313,7 +400,7 @@ class _Run:
         self.record(StepResult(step, ok=True, rollback=rollback))
 
     def still_unbound(self) -> bool:
-        device = self.read().device
+        device = read_binding(self.sysfs, self.name)
         return device is not None and device.driver is None
 
     def read_back(self, step: Step) -> str | None:
@@ -323,11 +410,12 @@ class _Run:
             state = self.sysfs.read(block_path(index or 0, "state"))
             if state is None:
                 return f"memory{index} disappeared"
-            zones = (self.sysfs.read(block_path(index or 0, "valid_zones")) or "").split()
             if step.action is Action.OFFLINE_BLOCK:
                 return None if state == "offline" else f"memory{index} is {state} after offline"
             if state != "online":
                 return f"memory{index} is {state} after {step.value}"
+            # only now: valid_zones of a block that is not online can oops (blocks.read_block)
+            zones = (self.sysfs.read(block_path(index or 0, "valid_zones")) or "").split()
             if step.value == "online_movable" and zones != ["Movable"]:
                 return f"memory{index} came online in {' '.join(zones)}, not Movable"
             if step.value == "online_kernel" and zones == ["Movable"]:
@@ -335,7 +423,10 @@ class _Run:
             return None
         if step.action is Action.REMOVE_ID:
             return None
-        device = self.read().device
+        if step.action in (Action.SET_AUTO_ONLINE, Action.RESTORE_AUTO_ONLINE):
+            now = self.sysfs.read(step.path)
+            return None if now == step.value else f"{step.path} reads {now} after the write"
+        device = read_binding(self.sysfs, self.name)
         if device is None:
             return "the device disappeared"
         driver = step.path.split("/")[3]

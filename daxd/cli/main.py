@@ -35,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sysfs", metavar="DIR", default="/sys", help="sysfs root (default /sys)")
     p.add_argument("--procfs", metavar="DIR", default="/proc", help="procfs root (default /proc)")
     p.add_argument(
+        "--runtime-dir",
+        metavar="DIR",
+        type=Path,
+        help="where daxd records what a crash must not leave behind (default /run/daxd; "
+        "none with another --sysfs)",
+    )
+    p.add_argument(
         "--policy", metavar="FILE", type=Path, default=DEFAULT_POLICY, help="policy file"
     )
     p.add_argument(
@@ -125,6 +132,17 @@ def main(argv: Sequence[str] | None = None, *, sysfs: Sysfs | None = None) -> in
         return exitcodes.INTERRUPTED
 
 
+def _runtime_dir(args: argparse.Namespace, injected: Sysfs | None) -> Path | None:
+    """The runtime folder; by default only for the running kernel's own /sys."""
+    if args.runtime_dir is not None:
+        return Path(args.runtime_dir)
+    if injected is None and args.sysfs == "/sys":
+        from daxd.apply.autoonline import RUNTIME_DIR
+
+        return RUNTIME_DIR
+    return None
+
+
 def _dispatch(args: argparse.Namespace, injected: Sysfs | None) -> int:
     command: str = args.command
     if command == "check":
@@ -146,6 +164,7 @@ def _dispatch(args: argparse.Namespace, injected: Sysfs | None) -> int:
             offline_timeout=args.offline_timeout,
             use_bus=not args.no_bus,
             use_udev=not args.no_udev,
+            runtime_dir=_runtime_dir(args, injected),
         )
     sysfs = injected or Sysfs(args.sysfs)
     if command == "status":
@@ -155,7 +174,7 @@ def _dispatch(args: argparse.Namespace, injected: Sysfs | None) -> int:
     if command == "plan":
         return _plan(args, sysfs)
     if command == "apply":
-        return _apply(args, sysfs)
+        return _apply(args, sysfs, _runtime_dir(args, injected))
     raise UsageError(f"unknown command {command!r}")
 
 
@@ -246,16 +265,23 @@ def _plan(args: argparse.Namespace, sysfs: Sysfs) -> int:
     return exitcodes.OK
 
 
-def _apply(args: argparse.Namespace, sysfs: Sysfs) -> int:
+def _apply(args: argparse.Namespace, sysfs: Sysfs, runtime_dir: Path | None) -> int:
+    from daxd.apply import autoonline
     from daxd.apply.executor import ApplyOptions, Outcome, apply_device
     from daxd.cli.render import document, result_entry, result_text
 
     policy = _load(args)
+    if runtime_dir is not None and (done := autoonline.recover(sysfs, runtime_dir)):
+        print(f"daxd: {done}", file=sys.stderr)
     state = _read(sysfs)
     if state.legacy_device_model and not state.devices:
         return exitcodes.ENVIRONMENT
     install_interrupt_handler()
-    opts = ApplyOptions(proc_root=Path(args.procfs), offline_timeout=args.offline_timeout)
+    opts = ApplyOptions(
+        proc_root=Path(args.procfs),
+        offline_timeout=args.offline_timeout,
+        runtime_dir=runtime_dir,
+    )
     results = [
         apply_device(sysfs, policy, name, state.hotplug, opts)
         for name in _selected(state, args.devices)

@@ -164,28 +164,27 @@ def list_text(state: KernelState, rules: dict[str, str | None]) -> str:
 
 
 def block_runs(items: list[tuple[Step, str]]) -> list[str]:
-    """Lines for steps, with runs of blocks that get the same treatment folded into one line.
+    """Lines for steps, with blocks that get the same treatment one after the other folded into
+    one line.
 
-    A run goes up (memory32..memory40) or, as undo steps do, down (memory40..memory32).
+    daxd does a device's blocks out of address order (planner.zone_walk_order), so a line names
+    the set: ``memory32..memory40 (9 blocks)`` when it has no gaps, else its bounds and count.
 
     ``items`` pairs each step with a suffix (e.g. its outcome); a block's consecutive steps form
-    its treatment, and consecutive blocks with the same treatment and suffixes share a line.
+    its treatment.
     """
     lines: list[str] = []
     run: list[int] = []
+    seen: set[int] = set()
     run_key: tuple[tuple[str, str, str], ...] | None = None
     i = 0
 
     def flush() -> None:
         if run and run_key is not None:
-            span = (
-                f"memory{run[0]}"
-                if len(run) == 1
-                else (f"memory{run[0]}..memory{run[-1]} ({len(run)} blocks)")
-            )
             ops = ", ".join(f"{value}{suffix}" for value, suffix, _ in run_key)
-            lines.append(f"{span}: {ops}  # {run_key[0][2]}")
+            lines.append(f"{_span(run)}: {ops}  # {run_key[0][2]}")
         run.clear()
+        seen.clear()
 
     while i < len(items):
         step, suffix = items[i]
@@ -199,21 +198,23 @@ def block_runs(items: list[tuple[Step, str]]) -> list[str]:
         while j < len(items) and items[j][0].block == step.block:
             j += 1
         key = tuple((s.value, suf, s.reason) for s, suf in items[i:j])
-        if key != run_key or not _extends(run, step.block):
+        if key != run_key or step.block in seen:
             flush()
             run_key = key
         run.append(step.block)
+        seen.add(step.block)
         i = j
     flush()
     return lines
 
 
-def _extends(run: list[int], block: int) -> bool:
-    """Whether ``block`` continues a run of adjacent blocks, ascending or (undo) descending."""
-    if not run:
-        return False
-    direction = run[1] - run[0] if len(run) > 1 else block - run[-1]
-    return direction in (1, -1) and block - run[-1] == direction
+def _span(blocks: list[int]) -> str:
+    if len(blocks) == 1:
+        return f"memory{blocks[0]}"
+    low, high = min(blocks), max(blocks)
+    if high - low + 1 == len(blocks):
+        return f"memory{low}..memory{high} ({len(blocks)} blocks)"
+    return f"{len(blocks)} blocks between memory{low} and memory{high}"
 
 
 def plan_text(p: DevicePlan) -> str:

@@ -47,11 +47,17 @@ class AttrReader:
         if value is None:
             return None
         try:
-            return int(value, base)
+            number = int(value, base)
         except ValueError:
             kind = "hexadecimal" if base == 16 else "decimal"
             self.note(rel, f"not a {kind} number: {value[:40]!r}")
             return None
+        if not -(1 << 63) <= number < 1 << 64:
+            # The kernel prints 64-bit values; anything larger is damage, and would only make
+            # block counts that take ages to print.
+            self.note(rel, f"out of the 64-bit range: {value[:40]!r}...")
+            return None
+        return number
 
     def flag(self, rel: str, *, required: bool = True) -> bool | None:
         """A "0"/"1" attribute (sysfs_emit "%d" of a bool)."""

@@ -107,6 +107,31 @@ def read_device(sysfs: Sysfs, name: str, hotplug: HotplugSettings) -> DeviceRead
     return DeviceReading(device, blocks, tuple(reader.diagnostics))
 
 
+@dataclass(frozen=True)
+class Binding:
+    """What binding and unbinding change: the driver, and memmap_on_memory (set while unbound)."""
+
+    driver: str | None
+    memmap_on_memory: bool | None
+
+
+def read_binding(sysfs: Sysfs, name: str) -> Binding | None:
+    """Only the device's driver and memmap_on_memory; None when the device is gone.
+
+    The executor reads this back after every bind and unbind, where a full ``read_device``
+    (ranges, identity, every memory block) would cost more than the check needs.
+    """
+    rel = f"{BUS_DEVICES}/{name}"
+    if not DEVICE_NAME.match(name):
+        return None
+    if sysfs.exists(rel):
+        memmap = AttrReader(sysfs).flag(f"{rel}/memmap_on_memory", required=False)
+        return Binding(sysfs.link_name(f"{rel}/driver"), memmap)
+    if sysfs.exists(f"{CLASS_DAX}/{name}"):
+        return Binding(DRIVER_DEVDAX, None)  # as _read_device: the class model has no driver
+    return None
+
+
 def read_hotplug_settings(sysfs: Sysfs) -> HotplugSettings:
     """Only the memory-hotplug settings (reads at most one memory block)."""
     reader = AttrReader(sysfs)

@@ -7,6 +7,7 @@ blocks appear, ``continues`` is set and the executor plans again from the new st
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -22,6 +23,7 @@ from daxd.kernel.model import (
 )
 from daxd.kernel.view import zone_word
 from daxd.plan.steps import (
+    AUTO_ONLINE_PATH,
     Action,
     Desired,
     DevicePlan,
@@ -108,10 +110,27 @@ def _removal_blockers(blocks: tuple[MemoryBlock, ...], hotplug: HotplugSettings)
     return None
 
 
+def zone_walk_order(blocks: Sequence[MemoryBlock]) -> list[MemoryBlock]:
+    """The order to online or offline a device's blocks in: the second, the last down to the
+    third, then the first.
+
+    Linux (6.12) checks a zone's contiguity again after every block it onlines or offlines
+    (set_zone_contiguous() in move_pfn_range_to_zone() and remove_pfn_range_from_zone()) by
+    walking the zone's pageblocks from its start up to the first hole. In address order each
+    walk crosses every block done so far: a device's conversion costs time quadratic in its
+    blocks (docs/benchmarks.md). This order keeps a hole right after the zone's first block
+    until the last two blocks, so every other walk stops there.
+    """
+    ordered = sorted(blocks, key=lambda b: b.index)
+    if len(ordered) < 3:
+        return ordered
+    return [ordered[1], *reversed(ordered[2:]), ordered[0]]
+
+
 def _offline_steps(blocks: tuple[MemoryBlock, ...], why: str) -> list[Step]:
     return [
         Step(Action.OFFLINE_BLOCK, block_path(b.index), "offline", why, block=b.index)
-        for b in blocks
+        for b in zone_walk_order(blocks)
         if b.state != "offline"
     ]
 
@@ -207,15 +226,8 @@ def _plan_system_ram(
         )
         if memmap_differs:
             steps.append(_memmap_step(device, bool(want_memmap)))
-        steps.append(
-            Step(
-                Action.NEW_ID,
-                driver_path(DRIVER_KMEM, "new_id"),
-                device.name,
-                "hand the memory to kmem (binds at once)",
-            )
-        )
-        then = (_after_bind_note(device, hotplug, rule),) if rule.online else ()
+        steps += _kmem_bind_steps(device, hotplug, rule, "hand the memory to kmem (binds at once)")
+        then = (_after_bind_note(device, hotplug, rule),)
         return _with(plan, verdict=Verdict.CHANGE, steps=tuple(steps), notes=then, continues=True)
 
     # Bound to kmem already: the memory is system RAM; settle memmap, then the blocks.
@@ -236,12 +248,7 @@ def _plan_system_ram(
                     "leave kmem to change memmap_on_memory",
                 ),
                 _memmap_step(device, bool(want_memmap)),
-                Step(
-                    Action.NEW_ID,
-                    driver_path(DRIVER_KMEM, "new_id"),
-                    device.name,
-                    "hand the memory back to kmem",
-                ),
+                *_kmem_bind_steps(device, hotplug, rule, "hand the memory back to kmem"),
             ]
             return _with(plan, verdict=Verdict.CHANGE, steps=tuple(steps), continues=True)
 
@@ -289,7 +296,7 @@ def _memmap_step(device: DaxDevice, value: bool) -> Step:
 def _block_steps(blocks: tuple[MemoryBlock, ...], rule: Rule) -> list[Step]:
     steps: list[Step] = []
     online_value = ONLINE_VALUE[rule.zone]
-    for b in blocks:
+    for b in zone_walk_order(blocks):
         path = block_path(b.index)
         if not rule.online:
             if b.state != "offline":
@@ -317,18 +324,46 @@ def _block_steps(blocks: tuple[MemoryBlock, ...], rule: Rule) -> list[Step]:
     return steps
 
 
+def _kmem_bind_steps(
+    device: DaxDevice, hotplug: HotplugSettings, rule: Rule, reason: str
+) -> list[Step]:
+    """Bind kmem with the kernel's auto-onlining switched off for the length of the bind.
+
+    The kernel onlines hot-added memory inside the bind (add_memory) when auto_online_blocks
+    says so: with ``online`` into ZONE_NORMAL, from where a movable rule must offline every block
+    again (as slow as onlining, and EBUSY once the kernel put unmovable allocations there); and
+    always in address order, which Linux 6.12 makes quadratic in the blocks (see
+    zone_walk_order). With ``offline`` for the bind, daxd onlines the blocks itself, in the
+    rule's zone and in an order that stays linear. The old value is put back right after, also
+    when the bind fails; an ``offline`` already there is left alone.
+    """
+    bind = Step(Action.NEW_ID, driver_path(DRIVER_KMEM, "new_id"), device.name, reason)
+    now = hotplug.auto_online_blocks
+    if now is None or now == "offline":
+        return [bind]
+    return [
+        Step(
+            Action.SET_AUTO_ONLINE,
+            AUTO_ONLINE_PATH,
+            "offline",
+            f"so that kmem's blocks come offline and daxd onlines them (not {now} in the "
+            "kernel's order and zone); put back after the bind",
+        ),
+        bind,
+        Step(
+            Action.RESTORE_AUTO_ONLINE,
+            AUTO_ONLINE_PATH,
+            now,
+            "put the kernel's setting back",
+        ),
+    ]
+
+
 def _after_bind_note(device: DaxDevice, hotplug: HotplugSettings, rule: Rule) -> str:
     span = expected_span(device, hotplug.block_size)
-    auto = hotplug.auto_online_blocks
-    if auto is None or auto == "offline":
-        return f"then: online {span} as {rule.zone}"
-    auto_zone = "movable" if auto == "online_movable" else "normal"
-    if rule.zone is Zone.AUTO or auto_zone == str(rule.zone):
-        return f"then: the kernel onlines {span} itself (auto_online_blocks={auto})"
-    return (
-        f"then: the kernel onlines {span} into {auto_zone} itself (auto_online_blocks={auto}); "
-        f"daxd moves them to {rule.zone}"
-    )
+    if not rule.online:
+        return f"then: {span} stay offline (the rule says online: false)"
+    return f"then: online {span} as {rule.zone}"
 
 
 def plan_all(

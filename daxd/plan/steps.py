@@ -14,6 +14,9 @@ class Action(StrEnum):
     REMOVE_ID = "remove-id"  # kmem/remove_id: so a re-probe does not pick kmem again
     BIND = "bind"  # <driver>/bind
     SET_MEMMAP = "set-memmap-on-memory"
+    # auto_online_blocks for the length of one kmem bind (see planner._kmem_bind_steps)
+    SET_AUTO_ONLINE = "set-auto-online"
+    RESTORE_AUTO_ONLINE = "restore-auto-online"
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class DevicePlan:
     notes: tuple[str, ...] = field(default=())
     # More steps follow once these ran (e.g. blocks that appear only after kmem binds).
     continues: bool = False
+
+
+AUTO_ONLINE_PATH = "devices/system/memory/auto_online_blocks"
 
 
 def block_path(index: int, attr: str = "state") -> str:

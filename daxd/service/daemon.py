@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from daxd import __version__
+from daxd.apply import autoonline
 from daxd.apply.executor import ApplyOptions, DeviceResult, Outcome, StepResult, apply_device
 from daxd.kernel.model import HotplugSettings
 from daxd.kernel.scan import read_device, read_state
@@ -82,6 +83,8 @@ class DaemonConfig:
     # long: `daxctl reconfigure-device` offlines every block, then unbinds kmem; onlining a block
     # in between makes that unbind leak the range until reboot.
     drift_grace: float = 5.0
+    # Where a switched auto_online_blocks is recorded (daxd/apply/autoonline.py); None: nowhere.
+    runtime_dir: Path | None = None
 
 
 @dataclass
@@ -358,6 +361,7 @@ class Daemon:
             ApplyOptions(
                 proc_root=self.config.proc_root,
                 offline_timeout=self.config.offline_timeout,
+                runtime_dir=self.config.runtime_dir,
                 should_stop=self._stop.is_set,
                 on_step=lambda dev, r: self.post(self.step_done, dev, r),
             ),
@@ -474,6 +478,10 @@ class Daemon:
         self.load_policy()
         if self.policy_error:
             log.error("starting with no rules in force: the policy is invalid")
+        if self.config.runtime_dir is not None:
+            done = autoonline.recover(self.config.sysfs, self.config.runtime_dir)
+            if done:
+                log.warning("%s", done)
         try:
             self.hotplug = read_state(self.config.sysfs).hotplug
         except SysfsError as e:

@@ -95,6 +95,7 @@ def run(
     offline_timeout: float,
     use_bus: bool,
     use_udev: bool,
+    runtime_dir: Path | None = None,
 ) -> int:
     config = DaemonConfig(
         sysfs=Sysfs(sysfs_root),
@@ -103,6 +104,7 @@ def run(
         strict_policy=strict_policy,
         proc_root=Path(proc_root),
         offline_timeout=offline_timeout,
+        runtime_dir=runtime_dir,
     )
     events: EventSource | None = None
     if use_udev:

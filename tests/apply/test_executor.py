@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from daxd.apply.executor import DeviceResult, Outcome, StepResult
+from daxd.plan.steps import AUTO_ONLINE_PATH as AUTO
 from daxd.plan.steps import Action
 from tests.fakekernel import FakeKernel, Uevent
 from tests.plan.helpers import (
@@ -22,12 +23,14 @@ from tests.plan.helpers import (
     RAM_MOVABLE,
     Block,
     apply,
+    auto_online,
     blocks,
     device_block_indices,
     driver,
     load,
     memmap,
     move_block,
+    walk_order,
 )
 
 
@@ -36,6 +39,7 @@ def assert_clean(kernel: FakeKernel) -> None:
     assert kernel.leaks == []
     assert kernel.sigbus == []
     assert kernel.untimed_blocking_writes == []
+    assert kernel.risky_reads == []
 
 
 def assert_all_movable(kernel: FakeKernel, count: int, name: str = "dax0.0") -> None:
@@ -115,7 +119,7 @@ def test_kmem_is_not_unbound_when_a_block_came_back_online(
     indices = device_block_indices(hmem_kernel)
 
     def listener(event: Uevent) -> None:
-        if event.action == "offline" and event.sysname == f"memory{indices[-1]}":
+        if event.action == "offline" and event.sysname == f"memory{walk_order(indices)[-1]}":
             hmem_kernel.listener = None
             hmem_kernel.sysfs.write(f"devices/system/memory/memory{indices[4]}/state", "online")
 
@@ -255,7 +259,7 @@ def assert_rolled_back(kernel: FakeKernel, before: dict[int, str], result: Devic
 
 def test_offline_ebusy_mid_conversion_rolls_back(hmem_kernel: FakeKernel, tmp_path: Path) -> None:
     before = zones_before_devdax(hmem_kernel)
-    stuck = device_block_indices(hmem_kernel)[9]
+    stuck = walk_order(device_block_indices(hmem_kernel))[9]  # the 10th to go
     hmem_kernel.block_offline_fails(stuck, errno.EBUSY)
     result = apply(hmem_kernel, load(tmp_path, DEVDAX))
     assert_rolled_back(hmem_kernel, before, result)
@@ -344,9 +348,12 @@ def test_kmem_new_id_failure_is_reported_precisely(
     assert [(r.step.action, r.step.path, r.rollback) for r in result.results] == [
         (Action.UNBIND, "bus/dax/drivers/device_dax/unbind", False),
         (Action.REMOVE_ID, "bus/dax/drivers/device_dax/remove_id", False),
+        (Action.SET_AUTO_ONLINE, AUTO, False),
         (Action.NEW_ID, "bus/dax/drivers/kmem/new_id", False),
+        (Action.RESTORE_AUTO_ONLINE, AUTO, True),  # the kernel's setting first
         (Action.NEW_ID, "bus/dax/drivers/device_dax/new_id", True),
     ]
+    assert auto_online(pmem_kernel) == "online"
     # Not left unbound half-way: device_dax has it back, /dev/dax0.0 works again.
     assert driver(pmem_kernel) == "device_dax"
     assert blocks(pmem_kernel) == []

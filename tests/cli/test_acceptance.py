@@ -61,7 +61,9 @@ def test_acceptance(
         "unbind",
         "remove-id",
         "set-memmap-on-memory",
+        "set-auto-online",  # the kernel would online them in Normal (auto_online_blocks=online)
         "new-id",
+        "restore-auto-online",
     ]
     assert plan["dax1.0"]["verdict"] == "refused"
     assert plan["dax1.0"]["steps"] == []

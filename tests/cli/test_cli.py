@@ -19,6 +19,7 @@ from tests.plan.helpers import (
     blocks,
     device_block_indices,
     driver,
+    walk_order,
     write_policy,
 )
 
@@ -227,19 +228,20 @@ def test_plan_json_steps_and_verdicts(
         "online": True,
     }
     indices = device_block_indices(mixed_kernel, "dax1.0")
+    first = walk_order(indices)[0]
     assert hmem["steps"][:2] == [
         {
             "action": "offline-block",
-            "path": f"devices/system/memory/memory{indices[0]}/state",
+            "path": f"devices/system/memory/memory{first}/state",
             "value": "offline",
-            "block": indices[0],
+            "block": first,
             "reason": "online in normal, the rule wants movable",
         },
         {
             "action": "online-block",
-            "path": f"devices/system/memory/memory{indices[0]}/state",
+            "path": f"devices/system/memory/memory{first}/state",
             "value": "online_movable",
-            "block": indices[0],
+            "block": first,
             "reason": "online in normal, the rule wants movable",
         },
     ]
@@ -346,10 +348,10 @@ def test_apply_json(
     assert entry["name"] == "dax0.0"
     assert (entry["outcome"], entry["error"]) == ("applied", None)
     assert entry["plan"]["verdict"] == "change"
-    assert [s["action"] for s in entry["plan"]["steps"]] == ["unbind", "remove-id", "new-id"]
-    actions = [s["action"] for s in entry["steps"]]
-    assert actions[:3] == ["unbind", "remove-id", "new-id"]
-    assert actions[3:] == ["offline-block", "online-block"] * 7
+    bind = ["unbind", "remove-id", "set-auto-online", "new-id", "restore-auto-online"]
+    assert [s["action"] for s in entry["plan"]["steps"]] == bind
+    # bound with auto-onlining off: each block onlined once, straight into Movable
+    assert [s["action"] for s in entry["steps"]] == bind + ["online-block"] * 7
     fields = {"action", "path", "value", "block", "reason", "ok", "error", "errno", "rollback"}
     for s in entry["steps"]:
         assert set(s) == fields
@@ -368,8 +370,8 @@ def test_apply_json(
 def test_apply_json_failure_names_the_errno_and_the_undo(
     capsys: pytest.CaptureFixture[str], hmem_kernel: FakeKernel, tmp_path: Path
 ) -> None:
-    indices = device_block_indices(hmem_kernel)
-    hmem_kernel.block_offline_fails(indices[2], errno.EBUSY)
+    order = walk_order(device_block_indices(hmem_kernel))
+    hmem_kernel.block_offline_fails(order[2], errno.EBUSY)
     ran = daxd(capsys, hmem_kernel, write_policy(tmp_path, DEVDAX), "apply", "--json")
     assert ran.code == 3
     (entry,) = ran.json()["devices"]
@@ -377,11 +379,11 @@ def test_apply_json_failure_names_the_errno_and_the_undo(
     assert "EBUSY" in entry["error"]
     steps = entry["steps"]
     assert [(s["block"], s["ok"], s["errno"], s["rollback"]) for s in steps] == [
-        (indices[0], True, None, False),
-        (indices[1], True, None, False),
-        (indices[2], False, "EBUSY", False),
-        (indices[1], True, None, True),
-        (indices[0], True, None, True),
+        (order[0], True, None, False),
+        (order[1], True, None, False),
+        (order[2], False, "EBUSY", False),
+        (order[1], True, None, True),
+        (order[0], True, None, True),
     ]
     assert entry["final"]["mode"] == "system-ram"
     assert entry["final"]["blocks"] == {"online": 16, "total": 16}
@@ -461,20 +463,40 @@ def test_migrate_device_model_respects_daxctl(
 def test_apply_text_says_how_far_it_got_and_what_was_undone(
     capsys: pytest.CaptureFixture[str], hmem_kernel: FakeKernel, tmp_path: Path
 ) -> None:
+    # 16 blocks, offlined second, last..third, first: 10 go before the 7th from the bottom
     first = device_block_indices(hmem_kernel)[0]
-    stuck = first + 10
+    stuck = first + 6
     hmem_kernel.block_offline_fails(stuck, errno.EBUSY)
     ran = daxd(capsys, hmem_kernel, write_policy(tmp_path, DEVDAX), "apply")
     assert ran.code == 3
     lines = ran.out.splitlines()
     assert lines[0] == "dax0.0: failed (rule 'keep-devdax')"
-    assert lines[1].startswith(f"  memory{first}..memory{stuck - 1} (10 blocks): offline ok  # ")
+    done = f"10 blocks between memory{first + 1} and memory{first + 15}"
+    assert lines[1].startswith(f"  {done}: offline ok  # ")
     assert lines[2].startswith(f"  memory{stuck}: offline FAILED: writing 'offline' to ")
-    # The undo runs downwards, one line for all of it.
+    # The undo, in the reverse order, one line for all of it.
     assert lines[3] == (
-        f"  memory{stuck - 1}..memory{first} (10 blocks): online_kernel (undo) ok  "
-        "# undo: the conversion failed, give the memory back"
+        f"  {done}: online_kernel (undo) ok  # undo: the conversion failed, give the memory back"
     )
     assert lines[4].startswith(f"  writing 'offline' to devices/system/memory/memory{stuck}/state")
     assert lines[5] == "  now: system-ram, zone normal, 16/16 blocks online"
     assert len(lines) == 6
+
+
+def test_apply_puts_back_auto_online_from_the_runtime_dir(
+    capsys: pytest.CaptureFixture[str], pmem_kernel: FakeKernel, tmp_path: Path
+) -> None:
+    auto = "devices/system/memory/auto_online_blocks"
+    pmem_kernel.sysfs.write(auto, "offline")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "auto_online_blocks.switched").write_text("online offline 999999999\n")
+    policy = write_policy(tmp_path, DEVDAX)
+    ran = daxd(capsys, pmem_kernel, policy, "--runtime-dir", str(tmp_path / "run"), "apply")
+    assert ran.code == 0
+    assert "daxd: put auto_online_blocks back to online" in ran.err
+    assert pmem_kernel.sysfs.read(auto) == "online"
+    # Without --runtime-dir, a --sysfs tree has no record: nothing is looked at.
+    pmem_kernel.sysfs.write(auto, "offline")
+    (tmp_path / "run" / "auto_online_blocks.switched").write_text("online offline 999999999\n")
+    assert daxd(capsys, pmem_kernel, policy, "apply").code == 0
+    assert pmem_kernel.sysfs.read(auto) == "offline"

@@ -60,10 +60,14 @@ def apply(
     *,
     offline_timeout: float = 5.0,
     should_stop: Callable[[], bool] = lambda: False,
+    runtime_dir: Path | None = None,
 ) -> DeviceResult:
     """apply_device() on the fake kernel, with its procfs and a short offline timeout."""
     opts = ApplyOptions(
-        proc_root=kernel.proc_root, offline_timeout=offline_timeout, should_stop=should_stop
+        proc_root=kernel.proc_root,
+        offline_timeout=offline_timeout,
+        should_stop=should_stop,
+        runtime_dir=runtime_dir,
     )
     return apply_device(kernel.sysfs, policy, name, read_hotplug_settings(kernel.sysfs), opts)
 
@@ -117,3 +121,15 @@ def move_block(kernel: FakeKernel, index: int, online_type: str) -> None:
     """What an operator does by hand: offline a block and online it as ``online_type``."""
     kernel.sysfs.write(f"{MEMORY}/memory{index}/state", "offline", timeout=5)
     kernel.sysfs.write(f"{MEMORY}/memory{index}/state", online_type)
+
+
+def auto_online(kernel: FakeKernel) -> str | None:
+    """The kernel's auto_online_blocks, as sysfs shows it."""
+    return kernel.sysfs.read(f"{MEMORY}/auto_online_blocks")
+
+
+def walk_order(indices: list[int]) -> list[int]:
+    """The order daxd onlines and offlines a device's blocks in (planner.zone_walk_order):
+    the second, the last down to the third, the first."""
+    ordered = sorted(indices)
+    return ordered if len(ordered) < 3 else [ordered[1], *ordered[:1:-1], ordered[0]]

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from daxd.kernel.model import MemoryBlock
+from daxd.plan.planner import zone_walk_order
+from daxd.plan.steps import AUTO_ONLINE_PATH as AUTO
 from daxd.plan.steps import Action, Desired, DevicePlan, Verdict
 from tests.fakekernel import FakeKernel
 from tests.plan.helpers import (
@@ -17,6 +20,7 @@ from tests.plan.helpers import (
     load,
     move_block,
     plan_of,
+    walk_order,
 )
 
 PMEM_RAM = """\
@@ -121,20 +125,41 @@ def test_consent_is_needed_for_pmem_only(mixed_kernel: FakeKernel, tmp_path: Pat
 def test_pmem_with_consent_goes_to_kmem(pmem_kernel: FakeKernel, tmp_path: Path) -> None:
     plan = plan_of(pmem_kernel, load(tmp_path, PMEM_RAM))
     assert plan.verdict is Verdict.CHANGE
+    # The kernel would online the blocks itself (into Normal, in address order): daxd binds
+    # with auto-onlining off and onlines them itself.
     assert actions(plan) == [
         (Action.UNBIND, "bus/dax/drivers/device_dax/unbind", "dax0.0"),
         (Action.REMOVE_ID, "bus/dax/drivers/device_dax/remove_id", "dax0.0"),
+        (Action.SET_AUTO_ONLINE, AUTO, "offline"),
         (Action.NEW_ID, "bus/dax/drivers/kmem/new_id", "dax0.0"),
+        (Action.RESTORE_AUTO_ONLINE, AUTO, "online"),
     ]
     assert all(s.reason for s in plan.steps)
     assert "in use" in plan.steps[0].reason
     assert plan.continues  # the blocks appear only once kmem binds
     assert plan.desired == Desired(mode="system-ram", zone="movable", memmap_on_memory=None)
-    # auto_online_blocks=online puts them in Normal first; the plan says daxd moves them.
-    assert plan.notes == (
-        "then: the kernel onlines 7 blocks memory33..memory39 into normal itself "
-        "(auto_online_blocks=online); daxd moves them to movable",
-    )
+    assert plan.notes == ("then: online 7 blocks memory33..memory39 as movable",)
+
+
+@pytest.mark.parametrize("auto", ["online", "online_kernel", "online_movable", "offline"])
+@pytest.mark.parametrize("rule", ["zone: movable", "zone: normal", "zone: auto", "online: false"])
+def test_auto_online_is_off_for_the_bind_unless_it_is_off_already(
+    fake_kernel_base: Path, tmp_path: Path, auto: str, rule: str
+) -> None:
+    kernel = FakeKernel(fake_kernel_base, auto_online_blocks=auto)
+    kernel.add_pmem_device()
+    text = f"rules:\n  - mode: system-ram\n    {rule}\n    allow_pmem_data_loss: true\n"
+    steps = plan_of(kernel, load(tmp_path, text)).steps
+    switched = [s for s in steps if s.path == AUTO]
+    if auto == "offline":  # the operator's choice, and what daxd binds with anyway
+        assert switched == []
+        return
+    set_, restore = switched
+    assert (set_.action, set_.value) == (Action.SET_AUTO_ONLINE, "offline")
+    assert (restore.action, restore.value) == (Action.RESTORE_AUTO_ONLINE, auto)
+    # exactly around the bind
+    bind = [i for i, s in enumerate(steps) if s.path == "bus/dax/drivers/kmem/new_id"]
+    assert [steps.index(set_) + 1, steps.index(restore) - 1] == bind * 2
 
 
 def test_planning_writes_nothing(pmem_kernel: FakeKernel, tmp_path: Path) -> None:
@@ -145,7 +170,12 @@ def test_planning_writes_nothing(pmem_kernel: FakeKernel, tmp_path: Path) -> Non
 def test_an_unbound_device_needs_no_unbind(fake_kernel: FakeKernel, tmp_path: Path) -> None:
     fake_kernel.add_pmem_device(bound=None)
     plan = plan_of(fake_kernel, load(tmp_path, PMEM_RAM))
-    assert [s.action for s in plan.steps] == [Action.REMOVE_ID, Action.NEW_ID]
+    assert [s.action for s in plan.steps] == [
+        Action.REMOVE_ID,
+        Action.SET_AUTO_ONLINE,
+        Action.NEW_ID,
+        Action.RESTORE_AUTO_ONLINE,
+    ]
 
 
 def test_memmap_on_memory_is_set_before_kmem_binds(fake_kernel_base: Path, tmp_path: Path) -> None:
@@ -157,7 +187,9 @@ def test_memmap_on_memory_is_set_before_kmem_binds(fake_kernel_base: Path, tmp_p
         (Action.UNBIND, "bus/dax/drivers/device_dax/unbind", "dax0.0"),
         (Action.REMOVE_ID, "bus/dax/drivers/device_dax/remove_id", "dax0.0"),
         (Action.SET_MEMMAP, "bus/dax/devices/dax0.0/memmap_on_memory", "1"),
+        (Action.SET_AUTO_ONLINE, AUTO, "offline"),
         (Action.NEW_ID, "bus/dax/drivers/kmem/new_id", "dax0.0"),
+        (Action.RESTORE_AUTO_ONLINE, AUTO, "online"),
     ]
     assert plan.desired is not None
     assert plan.desired.memmap_on_memory is True
@@ -206,14 +238,14 @@ def test_blocks_in_normal_are_moved_one_by_one(hmem_kernel: FakeKernel, tmp_path
     assert plan.verdict is Verdict.CHANGE
     assert not plan.continues
     expected = []
-    for i in indices:
+    for i in walk_order(indices):
         path = f"devices/system/memory/memory{i}/state"
         expected += [
             (Action.OFFLINE_BLOCK, path, "offline"),
             (Action.ONLINE_BLOCK, path, "online_movable"),
         ]
     assert actions(plan) == expected
-    assert [s.block for s in plan.steps] == [i for i in indices for _ in (0, 1)]
+    assert [s.block for s in plan.steps] == [i for i in walk_order(indices) for _ in (0, 1)]
     assert plan.steps[0].reason == "online in normal, the rule wants movable"
 
 
@@ -252,7 +284,7 @@ def test_online_false_offlines_every_block(hmem_kernel: FakeKernel, tmp_path: Pa
     indices = device_block_indices(hmem_kernel)
     assert plan.verdict is Verdict.CHANGE
     assert [(s.action, s.block, s.value) for s in plan.steps] == [
-        (Action.OFFLINE_BLOCK, i, "offline") for i in indices
+        (Action.OFFLINE_BLOCK, i, "offline") for i in walk_order(indices)
     ]
     assert {s.reason for s in plan.steps} == {"the rule says online: false"}
 
@@ -275,7 +307,14 @@ def test_memmap_change_on_kmem_rebinds(fake_kernel_base: Path, tmp_path: Path) -
     plan = plan_of(kernel, load(tmp_path, text))
     kinds = [s.action for s in plan.steps]
     n = len(device_block_indices(kernel))
-    assert kinds == [Action.OFFLINE_BLOCK] * n + [Action.UNBIND, Action.SET_MEMMAP, Action.NEW_ID]
+    # zone: movable by default; the kernel's auto_online_blocks=online would put them in Normal
+    assert kinds == [Action.OFFLINE_BLOCK] * n + [
+        Action.UNBIND,
+        Action.SET_MEMMAP,
+        Action.SET_AUTO_ONLINE,
+        Action.NEW_ID,
+        Action.RESTORE_AUTO_ONLINE,
+    ]
     assert plan.steps[n].path == "bus/dax/drivers/kmem/unbind"
     assert plan.steps[n + 1].value == "0"
     assert plan.continues
@@ -326,7 +365,8 @@ def test_kmem_to_devdax_offlines_everything_first(hmem_kernel: FakeKernel, tmp_p
     assert plan.verdict is Verdict.CHANGE
     assert plan.desired == Desired(mode="devdax")
     offline = [
-        (Action.OFFLINE_BLOCK, f"devices/system/memory/memory{i}/state", "offline") for i in indices
+        (Action.OFFLINE_BLOCK, f"devices/system/memory/memory{i}/state", "offline")
+        for i in walk_order(indices)
     ]
     assert actions(plan) == [
         *offline,
@@ -341,7 +381,8 @@ def test_offline_blocks_need_no_offline_step(hmem_kernel: FakeKernel, tmp_path: 
     for i in indices[:4]:
         hmem_kernel.sysfs.write(f"devices/system/memory/memory{i}/state", "offline", timeout=5)
     plan = plan_of(hmem_kernel, load(tmp_path, DEVDAX))
-    assert [s.block for s in plan.steps if s.action is Action.OFFLINE_BLOCK] == indices[4:]
+    offlined = [s.block for s in plan.steps if s.action is Action.OFFLINE_BLOCK]
+    assert offlined == [i for i in walk_order(indices) if i in indices[4:]]
 
 
 def test_devdax_already_is_in_sync(pmem_kernel: FakeKernel, tmp_path: Path) -> None:
@@ -407,3 +448,22 @@ def test_after_apply_the_plan_is_in_sync(
     writes = len(kernel.writes)
     assert apply(kernel, policy).outcome == "in-sync"
     assert len(kernel.writes) == writes
+
+
+@pytest.mark.parametrize(
+    ("indices", "order"),
+    [
+        ([], []),
+        ([7], [7]),
+        ([8, 7], [7, 8]),
+        ([10, 11, 12], [11, 12, 10]),
+        ([15, 10, 11, 12, 13, 14], [11, 15, 14, 13, 12, 10]),
+    ],
+)
+def test_blocks_go_in_an_order_that_keeps_a_hole_near_the_zone_start(
+    indices: list[int], order: list[int]
+) -> None:
+    """set_zone_contiguous() walks the zone from its start to the first hole after every block:
+    the second block first and the first block last keep that walk one block long."""
+    blocks = [MemoryBlock(i, "offline", (), i, True, 1) for i in indices]
+    assert [b.index for b in zone_walk_order(blocks)] == order

@@ -65,7 +65,7 @@ from daxd.apply.executor import ApplyOptions, DeviceResult, Outcome, apply_devic
 from daxd.kernel.scan import read_device, read_hotplug_settings, read_state
 from daxd.kernel.view import DeviceView, view
 from daxd.plan.planner import plan_device
-from daxd.plan.steps import Verdict
+from daxd.plan.steps import AUTO_ONLINE_PATH, Verdict
 from daxd.policy.load import load_policy
 from daxd.policy.model import Policy
 from tests.fakekernel import FakeKernel, GiB, MiB
@@ -309,7 +309,11 @@ def fresh_kernel(setup: Setup) -> Iterator[SweepKernel]:
 
 
 def apply(kernel: FakeKernel, policy: Policy, name: str = "dax0.0") -> DeviceResult:
-    opts = ApplyOptions(proc_root=kernel.proc_root, offline_timeout=5.0)
+    opts = ApplyOptions(
+        proc_root=kernel.proc_root,
+        offline_timeout=5.0,
+        runtime_dir=kernel.proc_root.parent / "run",
+    )
     return apply_device(kernel.sysfs, policy, name, read_hotplug_settings(kernel.sysfs), opts)
 
 
@@ -370,6 +374,22 @@ def fresh_plan(kernel: FakeKernel, policy: Policy, name: str) -> Verdict | None:
     return plan_device(device, state.blocks_of(name), state.hotplug, policy.match(device)).verdict
 
 
+def auto_online(kernel: FakeKernel) -> str | None:
+    return kernel.sysfs.read(AUTO_ONLINE_PATH)
+
+
+def check_setting(
+    kernel: FakeKernel, original: str | None, result: DeviceResult | None
+) -> list[str]:
+    """auto_online_blocks is as it was, unless the apply failed saying it is left switched."""
+    now = auto_online(kernel)
+    if now == original:
+        return []
+    if result is not None and "auto_online_blocks is left switched" in result.error:
+        return []
+    return [f"auto_online_blocks is {now}, was {original}"]
+
+
 def check_clean(kernel: FakeKernel, allowed_leaks: int = 0) -> list[str]:
     problems = []
     if kernel.leaks[allowed_leaks:]:
@@ -378,6 +398,8 @@ def check_clean(kernel: FakeKernel, allowed_leaks: int = 0) -> list[str]:
         problems.append(f"SIGBUS: {kernel.sigbus}")
     if kernel.untimed_blocking_writes:
         problems.append(f"untimed blocking writes: {kernel.untimed_blocking_writes}")
+    if kernel.risky_reads:
+        problems.append(f"valid_zones read of blocks not online: {kernel.risky_reads[:3]}")
     return problems
 
 
@@ -527,6 +549,7 @@ def inject(name: str, index: int, fault: str) -> Record:
         before_online = online_blocks(kernel, s.device)
         before = truth(kernel, s.device)
         assert before is not None
+        setting = auto_online(kernel)
         kernel.before = _injector(kernel, s, armed)
         try:
             result = apply(kernel, policy, s.device)
@@ -539,6 +562,7 @@ def inject(name: str, index: int, fault: str) -> Record:
         allowed = armed.leaks_at_removal
         problems += check_clean(kernel, allowed)
         problems += check_honest(kernel, policy, s.device, result)
+        problems += check_setting(kernel, setting, result)
         problems += _check_after_fault(
             kernel, s, armed, result, before=before, before_online=before_online
         )
@@ -556,6 +580,10 @@ def inject(name: str, index: int, fault: str) -> Record:
             record.retry = str(again.outcome)
             problems += [f"{label}: {p}" for p in check_clean(kernel, allowed)]
             problems += [f"{label}: {p}" for p in check_honest(kernel, policy, s.device, again)]
+            problems += [
+                f"{label}: {p}"
+                for p in check_setting(kernel, setting, again if still_faulty else None)
+            ]
             if still_faulty:
                 problems += [
                     f"{label}: {p}"
@@ -634,6 +662,7 @@ def kill(name: str, index: int, fault: str = KILL) -> Record:
     problems = record.problems
     armed = _Armed("EBUSY", False, index)
     with fresh_kernel(s.setup) as kernel:
+        setting = auto_online(kernel)
         death = index if fault == KILL else index + 1
 
         def after(i: int, rel: str, value: str) -> None:
@@ -676,6 +705,7 @@ def kill(name: str, index: int, fault: str = KILL) -> Record:
             return record
         record.retry = str(again.outcome)
         problems += [f"restart: {p}" for p in check_clean(kernel)]
+        problems += [f"restart: {p}" for p in check_setting(kernel, setting, None)]
         problems += [f"restart: {p}" for p in check_honest(kernel, policy, s.device, again)]
         if again.outcome not in (Outcome.APPLIED, Outcome.IN_SYNC):
             problems.append(f"restart did not converge: {again.outcome}: {again.error}")

@@ -48,6 +48,11 @@ WRITES = [
         re.compile(r"devices/system/memory/memory[0-9]+/state"),
         r"offline|online_movable|online_kernel|online",
     ),
+    # switched for a kmem bind and put back (planner._kmem_bind_steps)
+    (
+        re.compile(r"devices/system/memory/auto_online_blocks"),
+        r"offline|online_movable|online_kernel|online",
+    ),
 ]
 DEVICES = ("dax0.0", "dax1.0", "dax2.0", "dax2.1")
 OUTSIDE = "outside"  # a folder next to the sysfs root, with files an attacker would plant

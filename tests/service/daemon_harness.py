@@ -151,6 +151,8 @@ def harness(kernel: FakeKernel, folder: Path, policy_text: str) -> Iterator[Harn
         root=folder / "root",
         settle=0.01,
         max_settle=0.2,
+        # the kernel's /run/daxd: a daemon restarted on the same kernel finds the same record
+        runtime_dir=kernel.sysfs_root.parent / "run",
     )
     daemon = Daemon(config, events=udev, notifier=Notifier(), publisher=publisher)
     try:

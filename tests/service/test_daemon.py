@@ -373,3 +373,25 @@ def test_conflicts_are_reported(hmem_kernel: FakeKernel, tmp_path: Path) -> None
             await stop(h, task)
 
         run(scenario())
+
+
+def test_start_puts_back_auto_online_left_switched_by_a_dead_daxd(
+    hmem_kernel: FakeKernel, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Killed between switching auto_online_blocks and putting it back: the next start repairs
+    it, even when every device is already in sync (no apply would run)."""
+    auto = "devices/system/memory/auto_online_blocks"
+    hmem_kernel.sysfs.write(auto, "online_movable")
+    run_dir = hmem_kernel.sysfs_root.parent / "run"
+    run_dir.mkdir()
+    (run_dir / "auto_online_blocks.switched").write_text("online online_movable 999999999\n")
+    with harness(hmem_kernel, tmp_path, "rules: []\n") as h:
+
+        async def scenario() -> None:
+            task = await start(h)
+            assert hmem_kernel.sysfs.read(auto) == "online"
+            assert not (run_dir / "auto_online_blocks.switched").exists()
+            assert await stop(h, task) == 0
+
+        run(scenario())
+    assert "put auto_online_blocks back to online" in caplog.text

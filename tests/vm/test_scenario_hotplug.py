@@ -52,6 +52,7 @@ lab_wait_until 30 lab_state_is dax1.0 applied
 lab_fact pid_after "$(systemctl show -p MainPID --value daxd.service)"
 lab_fact restarts "$(systemctl show -p NRestarts --value daxd.service)"
 lab_blocks dax1.0 | tee "$LAB_OUT/dax1.0-blocks.txt"
+lab_fact auto_online_after "$(cat /sys/devices/system/memory/auto_online_blocks)"
 lab_journal_since hotplug > "$LAB_OUT/hotplug-journal.txt"
 
 # --- scenario 8 ---------------------------------------------------------------------------
@@ -144,6 +145,13 @@ def test_hotplugged_namespace_gets_its_rule(run: ScenarioResult) -> None:
     lines = f.journal_lines(journal, "dax1.0: ", "kmem/new_id: ok", "rule='hotplugged-pmem-as-ram'")
     assert lines, journal
     assert not f.journal_lines(journal, "dax0.0: ", ": ok")  # dax0.0 left as it was
+    # Debian's auto_online_blocks=online would online the blocks in Normal: daxd switched it off
+    # for the bind only and onlined each block once, straight into Movable (no offline).
+    assert f.journal_lines(journal, "dax1.0: ", "set-auto-online 'offline'", ": ok")
+    assert f.journal_lines(journal, "dax1.0: ", "restore-auto-online 'online'", ": ok")
+    assert len(f.journal_lines(journal, "dax1.0: ", "online-block 'online_movable'", ": ok")) == 3
+    assert not f.journal_lines(journal, "dax1.0: ", "offline-block ")
+    assert facts["auto_online_after"] == "online"
     print(f"hotplug: movable after {facts['hotplug_movable_after_s']} s")
 
 
