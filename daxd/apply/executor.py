@@ -112,9 +112,13 @@ class _Run:
         self.rule = ""
         # Blocks online when this apply began: memory it must not leave offline on a failure.
         self.online_at_start: set[int] | None = None
+        # The blocks of the last reading: re-read for their state and zone only.
+        self.known: dict[int, MemoryBlock] = {}
 
     def read(self) -> DeviceReading:
-        return read_device(self.sysfs, self.name, self.hotplug)
+        reading = read_device(self.sysfs, self.name, self.hotplug, self.known)
+        self.known = {b.index: b for b in reading.blocks}
+        return reading
 
     def run(self, first: DeviceReading | None = None) -> DeviceResult:
         if self.opts.runtime_dir is not None:
@@ -126,6 +130,7 @@ class _Run:
             first = None
             if self.online_at_start is None:
                 self.online_at_start = {b.index for b in reading.blocks if b.online}
+                self.known = {b.index: b for b in reading.blocks}
             if reading.device is None:
                 return self.finish(
                     Outcome.GONE if not self.result.results else Outcome.FAILED,

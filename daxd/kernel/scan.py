@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from daxd.kernel.attrs import AttrReader
@@ -22,6 +23,7 @@ from daxd.kernel.blocks import (
     read_block_size,
     read_blocks,
     read_hotplug,
+    reread_block,
 )
 from daxd.kernel.model import (
     DRIVER_DEVDAX,
@@ -85,8 +87,17 @@ def read_state(sysfs: Sysfs) -> KernelState:
     )
 
 
-def read_device(sysfs: Sysfs, name: str, hotplug: HotplugSettings) -> DeviceReading:
-    """Re-read one device and only the memory blocks its ranges can hold."""
+def read_device(
+    sysfs: Sysfs,
+    name: str,
+    hotplug: HotplugSettings,
+    known: Mapping[int, MemoryBlock] | None = None,
+) -> DeviceReading:
+    """Re-read one device and only the memory blocks its ranges can hold.
+
+    ``known``: blocks read a moment ago (by index); those still there are re-read only for
+    their state and zone (blocks.reread_block).
+    """
     reader = AttrReader(sysfs)
     if not DEVICE_NAME.match(name):
         reader.note(BUS_DEVICES, f"not a dax device name: {name[:40]!r}")
@@ -101,7 +112,10 @@ def read_device(sysfs: Sysfs, name: str, hotplug: HotplugSettings) -> DeviceRead
     blocks: tuple[MemoryBlock, ...] = ()
     if device is not None and block_size:
         intervals = block_intervals(device.ranges, block_size)
-        blocks = read_blocks(reader, probe_blocks(reader, intervals))
+        if known:
+            blocks = _reread_blocks(reader, intervals, known)
+        else:
+            blocks = read_blocks(reader, probe_blocks(reader, intervals))
     if not sysfs.exists(rel):
         device = None  # removed while being read
     return DeviceReading(device, blocks, tuple(reader.diagnostics))
@@ -130,6 +144,19 @@ def read_binding(sysfs: Sysfs, name: str) -> Binding | None:
     if sysfs.exists(f"{CLASS_DAX}/{name}"):
         return Binding(DRIVER_DEVDAX, None)  # as _read_device: the class model has no driver
     return None
+
+
+def _reread_blocks(
+    reader: AttrReader, intervals: list[tuple[int, int]], known: Mapping[int, MemoryBlock]
+) -> tuple[MemoryBlock, ...]:
+    wanted = in_intervals(sorted(known), intervals)
+    again = (reread_block(reader, known[i]) for i in wanted)
+    seen = tuple(b for b in again if b is not None)
+    if len(wanted) < sum(last - first + 1 for first, last in intervals):
+        # blocks not read before (kmem just bound): look for them the usual way
+        new = [i for i in probe_blocks(reader, intervals) if i not in known]
+        seen = tuple(sorted((*seen, *read_blocks(reader, new)), key=lambda b: b.index))
+    return seen
 
 
 def read_hotplug_settings(sysfs: Sysfs) -> HotplugSettings:

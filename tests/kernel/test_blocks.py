@@ -57,3 +57,31 @@ def test_valid_zones_is_never_read_for_blocks_that_are_not_online(fake_kernel_ba
     (first, *_) = read_state(kernel.sysfs).blocks_of("dax0.0")
     assert first.zone == "Movable"
     assert kernel.risky_reads == []
+
+
+def test_a_reread_sees_state_and_zone_and_finds_new_and_vanished_blocks(
+    fake_kernel_base: Path,
+) -> None:
+    """read_device(known=...) re-reads known blocks for state and zone only."""
+    from daxd.kernel.scan import read_device, read_hotplug_settings
+
+    kernel = FakeKernel(fake_kernel_base, auto_online_blocks="offline")
+    kernel.add_pmem_device(bound="kmem")
+    hotplug = read_hotplug_settings(kernel.sysfs)
+    first = read_device(kernel.sysfs, "dax0.0", hotplug)
+    assert [b.state for b in first.blocks] == ["offline"] * 7
+    known = {b.index: b for b in first.blocks[:5]}  # two blocks not read before
+    moved = first.blocks[0].index
+    kernel.sysfs.write(f"devices/system/memory/memory{moved}/state", "online_movable")
+    again = read_device(kernel.sysfs, "dax0.0", hotplug, known)
+    assert [b.index for b in again.blocks] == [b.index for b in first.blocks]
+    assert (again.blocks[0].state, again.blocks[0].zone) == ("online", "Movable")
+    assert again.blocks[0].phys_index == moved
+    assert again.blocks[0].node == first.blocks[0].node
+    assert again.blocks[1:] == first.blocks[1:]
+    # every block gone with kmem's unbind: none left, none invented
+    kernel.sysfs.write(f"devices/system/memory/memory{moved}/state", "offline", timeout=5)
+    kernel.sysfs.write("bus/dax/drivers/kmem/unbind", "dax0.0")
+    gone = read_device(kernel.sysfs, "dax0.0", hotplug, {b.index: b for b in again.blocks})
+    assert gone.blocks == ()
+    assert kernel.risky_reads == []
