@@ -62,8 +62,11 @@ def recover(sysfs: Sysfs, runtime_dir: Path) -> str | None:
                 "daxd set for a kmem bind; left as it is"
             )
         sysfs.write(AUTO_ONLINE_PATH, original)
+        now = sysfs.read(AUTO_ONLINE_PATH)
     except SysfsError as e:
         return f"cannot put auto_online_blocks back to {original}: {e.message}"
+    if now != original:  # the record stays: the next apply or start tries again
+        return f"cannot put auto_online_blocks back to {original}: it reads {now} after the write"
     clear(runtime_dir)
     return (
         f"put auto_online_blocks back to {original} (a previous daxd stopped during a kmem bind "

@@ -192,3 +192,14 @@ def test_own_pid_counts_as_a_leftover(fake_kernel: FakeKernel, tmp_path: Path) -
     _record(tmp_path, f"online_movable online_kernel {os.getpid()}\n")
     assert autoonline.recover(fake_kernel.sysfs, tmp_path) is not None
     assert auto_online(fake_kernel) == "online_movable"
+
+
+def test_recover_keeps_the_record_when_the_write_does_not_take(
+    fake_kernel: FakeKernel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_kernel.sysfs.write(AUTO, "offline")
+    _record(tmp_path, f"online offline {_dead_pid()}\n")
+    monkeypatch.setattr(fake_kernel.sysfs, "write", lambda *_a, **_k: None)  # accepted, no effect
+    done = autoonline.recover(fake_kernel.sysfs, tmp_path)
+    assert done == "cannot put auto_online_blocks back to online: it reads offline after the write"
+    assert (tmp_path / autoonline.RECORD_NAME).exists()  # tried again next time

@@ -61,6 +61,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from daxd.apply import autoonline
 from daxd.apply.executor import ApplyOptions, DeviceResult, Outcome, apply_device
 from daxd.kernel.scan import read_device, read_hotplug_settings, read_state
 from daxd.kernel.view import DeviceView, view
@@ -312,7 +313,7 @@ def apply(kernel: FakeKernel, policy: Policy, name: str = "dax0.0") -> DeviceRes
     opts = ApplyOptions(
         proc_root=kernel.proc_root,
         offline_timeout=5.0,
-        runtime_dir=kernel.proc_root.parent / "run",
+        runtime_dir=runtime_dir(kernel),
     )
     return apply_device(kernel.sysfs, policy, name, read_hotplug_settings(kernel.sysfs), opts)
 
@@ -381,13 +382,20 @@ def auto_online(kernel: FakeKernel) -> str | None:
 def check_setting(
     kernel: FakeKernel, original: str | None, result: DeviceResult | None
 ) -> list[str]:
-    """auto_online_blocks is as it was, unless the apply failed saying it is left switched."""
+    """auto_online_blocks is as it was, unless the apply failed saying it is left switched, or
+    (a fault on that file that persists) the record to put it back is kept."""
     now = auto_online(kernel)
     if now == original:
         return []
     if result is not None and "auto_online_blocks is left switched" in result.error:
         return []
+    if result is not None and (runtime_dir(kernel) / autoonline.RECORD_NAME).exists():
+        return []  # still failing: put back once the fault heals
     return [f"auto_online_blocks is {now}, was {original}"]
+
+
+def runtime_dir(kernel: FakeKernel) -> Path:
+    return kernel.proc_root.parent / "run"
 
 
 def check_clean(kernel: FakeKernel, allowed_leaks: int = 0) -> list[str]:
