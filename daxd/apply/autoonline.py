@@ -13,6 +13,7 @@ import logging
 import os
 from pathlib import Path
 
+from daxd.kernel.blocks import ONLINE_TYPES
 from daxd.kernel.sysfs import Sysfs, SysfsError
 from daxd.plan.steps import AUTO_ONLINE_PATH
 
@@ -20,7 +21,6 @@ log = logging.getLogger("daxd.apply")
 
 RECORD_NAME = "auto_online_blocks.switched"
 RUNTIME_DIR = Path("/run/daxd")
-_VALUES = ("offline", "online", "online_kernel", "online_movable")
 
 
 def save(runtime_dir: Path, original: str, temporary: str) -> None:
@@ -42,12 +42,12 @@ def recover(sysfs: Sysfs, runtime_dir: Path) -> str | None:
     """Put back a setting a previous daxd left switched; what was done, as a sentence, or None."""
     path = runtime_dir / RECORD_NAME
     try:
-        words = path.read_text().split()
+        words = path.read_bytes().decode("ascii", errors="replace").split()
     except FileNotFoundError:
         return None
     except OSError as e:
         return f"cannot read {path}: {e.strerror}"
-    if len(words) != 3 or not all(w in _VALUES for w in words[:2]) or not words[2].isdigit():
+    if len(words) != 3 or not all(w in ONLINE_TYPES for w in words[:2]) or not words[2].isdigit():
         clear(runtime_dir)
         return f"ignored {path}: not 'ORIGINAL TEMPORARY PID'"
     original, temporary, pid = words[0], words[1], int(words[2])

@@ -123,9 +123,13 @@ def test_a_failed_restore_fails_the_apply_and_the_next_apply_repairs_it(
 # --- the record and recover() ------------------------------------------------------------------
 
 
-def _record(run: Path, text: str) -> None:
+def _record(run: Path, text: str | bytes) -> None:
     run.mkdir(exist_ok=True)
-    (run / autoonline.RECORD_NAME).write_text(text)
+    record = run / autoonline.RECORD_NAME
+    if isinstance(text, bytes):
+        record.write_bytes(text)  # not even UTF-8
+    else:
+        record.write_text(text)
 
 
 def _dead_pid() -> int:
@@ -172,10 +176,11 @@ def test_recover_does_not_race_a_daxd_still_binding(
 
 
 @pytest.mark.parametrize(
-    "text", ["", "online\n", "online bogus 1\n", "online online_movable x\n", "\x00\xff"]
+    "text",
+    ["", "online\n", "online bogus 1\n", "online online_movable x\n", "\x00\xff", b"\xff\xfe"],
 )
 def test_a_damaged_record_is_named_and_dropped(
-    fake_kernel: FakeKernel, tmp_path: Path, text: str
+    fake_kernel: FakeKernel, tmp_path: Path, text: str | bytes
 ) -> None:
     fake_kernel.sysfs.write(AUTO, "online_movable")
     _record(tmp_path, text)
