@@ -48,7 +48,8 @@ def find_conflicts(root: Path, hotplug: HotplugSettings) -> list[str]:
     if hotplug.auto_online_blocks and hotplug.auto_online_blocks != "offline":
         out.append(
             f"the kernel onlines hot-added memory by itself (auto_online_blocks="
-            f"{hotplug.auto_online_blocks}); daxd corrects the zone afterwards"
+            f"{hotplug.auto_online_blocks}); daxd corrects the zone of memory the kernel adds "
+            "(it switches this off while binding kmem itself)"
         )
     return out
 
