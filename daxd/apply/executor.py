@@ -207,18 +207,9 @@ class _Run:
                 elif step.action is Action.UNBIND:
                     left = _driver_of(step)
         except _StepFailed:
-            if switched is not None:
-                self.restore_auto_online(
-                    Step(
-                        Action.RESTORE_AUTO_ONLINE,
-                        AUTO_ONLINE_PATH,
-                        switched,
-                        "undo: put the kernel's setting back",
-                    ),
-                    switched,
-                    rollback=True,
-                )
-                switched = None
+            if switched is not None:  # first, so that a rebind below binds as the kernel would
+                original, switched = switched, None
+                self.undo_switch(original)
             if left is not None and self.still_unbound():
                 # Half-way between drivers: give the device back to the one it had, as it had
                 # it, so that /dev/daxX.Y or the memory comes back instead of an unbound device.
@@ -229,11 +220,16 @@ class _Run:
             raise
         finally:
             if switched is not None:  # left by an exception other than a failed step
-                self.restore_auto_online(
-                    Step(Action.RESTORE_AUTO_ONLINE, AUTO_ONLINE_PATH, switched, "undo"),
-                    switched,
-                    rollback=True,
-                )
+                self.undo_switch(switched)
+
+    def undo_switch(self, original: str) -> None:
+        step = Step(
+            Action.RESTORE_AUTO_ONLINE,
+            AUTO_ONLINE_PATH,
+            original,
+            "undo: put the kernel's setting back",
+        )
+        self.restore_auto_online(step, original, rollback=True)
 
     def switch_auto_online(self, step: Step) -> str | None:
         """Switch auto_online_blocks for the bind that follows; the value to put back, or None

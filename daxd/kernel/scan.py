@@ -135,9 +135,9 @@ def read_binding(sysfs: Sysfs, name: str) -> Binding | None:
     The executor reads this back after every bind and unbind, where a full ``read_device``
     (ranges, identity, every memory block) would cost more than the check needs.
     """
-    rel = f"{BUS_DEVICES}/{name}"
     if not DEVICE_NAME.match(name):
         return None
+    rel = f"{BUS_DEVICES}/{name}"
     if sysfs.exists(rel):
         memmap = AttrReader(sysfs).flag(f"{rel}/memmap_on_memory", required=False)
         return Binding(sysfs.link_name(f"{rel}/driver"), memmap)
