@@ -25,7 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from daxd.apply import autoonline
-from daxd.kernel.model import DRIVER_KMEM, HotplugSettings, MemoryBlock
+from daxd.kernel.model import DRIVER_KMEM, DaxDevice, HotplugSettings, MemoryBlock
 from daxd.kernel.scan import DeviceReading, read_binding, read_device
 from daxd.kernel.sysfs import Sysfs, SysfsError
 from daxd.kernel.users import find_device_users
@@ -74,6 +74,7 @@ class DeviceResult:
     error: str = ""
     final: DeviceView | None = None  # what the kernel shows afterwards
     final_blocks: tuple[MemoryBlock, ...] = ()  # the memory blocks that view was made from
+    final_device: DaxDevice | None = None  # the device that view was made from
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ class _Run:
         if reading.device is not None:
             self.result.final = view(reading.device, reading.blocks)
             self.result.final_blocks = reading.blocks
+            self.result.final_device = reading.device
         return self.result
 
     def run_plan(self, plan: DevicePlan, reading: DeviceReading) -> None:
