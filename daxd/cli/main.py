@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from daxd import __version__
 from daxd.cli import exitcodes
@@ -213,7 +214,8 @@ def _selected(state: KernelState, names: list[str]) -> list[str]:
 
 
 def _list(args: argparse.Namespace, sysfs: Sysfs) -> int:
-    from daxd.cli.render import document, list_entry, list_text  # not needed by `daxd run`
+    from daxd.apply.report import list_entry
+    from daxd.cli.render import list_text  # not needed by `daxd run`
 
     state = _read(sysfs)
     policy = _load_optional(args)
@@ -222,7 +224,8 @@ def _list(args: argparse.Namespace, sysfs: Sysfs) -> int:
         for n in _selected(state, [])
     }
     if args.json:
-        print(document("list", state, [list_entry(state, n, rules[n]) for n in rules]))
+        entries = [list_entry(state.devices[n], state.blocks_of(n), rules[n]) for n in rules]
+        print(_document("list", state, entries))
     elif rules:
         print(list_text(state, rules))
     else:
@@ -242,6 +245,18 @@ def _status(args: argparse.Namespace, sysfs: Sysfs) -> int:
     return exitcodes.OK
 
 
+def _document(kind: str, state: KernelState, entries: list[dict[str, Any]]) -> str:
+    from daxd.apply.report import document
+
+    return document(
+        kind,
+        state.hotplug,
+        entries,
+        legacy_device_model=state.legacy_device_model,
+        diagnostics=state.diagnostics,
+    )
+
+
 def _load_optional(args: argparse.Namespace) -> Policy | None:
     """`list` works without a valid policy: it then shows no rules and says why."""
     try:
@@ -253,13 +268,15 @@ def _load_optional(args: argparse.Namespace) -> Policy | None:
 
 
 def _plan(args: argparse.Namespace, sysfs: Sysfs) -> int:
-    from daxd.cli.render import document, plan_entry, plan_text
+    from daxd.apply.report import plan_entry
+    from daxd.cli.render import plan_text
 
     policy = _load(args)
     state = _read(sysfs)
     plans = plan_all(state, policy, _selected(state, args.devices))
     if args.json:
-        print(document("plan", state, [plan_entry(state, p) for p in plans]))
+        entries = [plan_entry(state.devices[p.device], state.blocks_of(p.device), p) for p in plans]
+        print(_document("plan", state, entries))
     else:
         print("\n".join(plan_text(p) for p in plans) if plans else "no DAX devices")
     return exitcodes.OK
@@ -268,7 +285,8 @@ def _plan(args: argparse.Namespace, sysfs: Sysfs) -> int:
 def _apply(args: argparse.Namespace, sysfs: Sysfs, runtime_dir: Path | None) -> int:
     from daxd.apply import autoonline
     from daxd.apply.executor import ApplyOptions, Outcome, apply_device
-    from daxd.cli.render import document, result_entry, result_text
+    from daxd.apply.report import result_entry
+    from daxd.cli.render import result_text
 
     policy = _load(args)
     if runtime_dir is not None and (done := autoonline.recover(sysfs, runtime_dir)):
@@ -287,7 +305,10 @@ def _apply(args: argparse.Namespace, sysfs: Sysfs, runtime_dir: Path | None) -> 
         for name in _selected(state, args.devices)
     ]
     if args.json:
-        print(document("apply", state, [result_entry(state, r) for r in results]))
+        entries = [
+            result_entry(state.devices.get(r.device), state.blocks_of(r.device), r) for r in results
+        ]
+        print(_document("apply", state, entries))
     else:
         print("\n".join(result_text(r) for r in results) if results else "no DAX devices")
     outcomes = {r.outcome for r in results}

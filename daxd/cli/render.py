@@ -1,20 +1,11 @@
-"""Text and JSON output of the `daxd` command.
-
-The JSON documents carry ``"format": 1``; fields are only ever added within a format version
-(docs/cli.md lists them).
-"""
+"""Text output of the `daxd` command (its JSON documents: daxd/apply/report.py)."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
-from daxd.apply.executor import DeviceResult, StepResult
-from daxd.kernel.model import DaxDevice, KernelState
-from daxd.kernel.view import DeviceView, view
+from daxd.apply.executor import DeviceResult
+from daxd.kernel.model import KernelState
+from daxd.kernel.view import view
 from daxd.plan.steps import DevicePlan, Step
-
-JSON_FORMAT = 1
 
 
 def human_size(n: int) -> str:
@@ -23,115 +14,6 @@ def human_size(n: int) -> str:
             value = n / (1 << shift)
             return f"{value:.0f} {unit}" if value == int(value) else f"{value:.2f} {unit}"
     return f"{n} B"
-
-
-def view_json(v: DeviceView) -> dict[str, Any]:
-    return {
-        "mode": v.mode,
-        "driver": v.driver or None,
-        "zone": v.zone or None,
-        "memmap_on_memory": v.memmap_on_memory,
-        "blocks": {"online": v.blocks_online, "total": v.blocks_total},
-    }
-
-
-def device_json(d: DaxDevice, v: DeviceView) -> dict[str, Any]:
-    return {
-        "name": d.name,
-        "region": d.region_id,
-        "provider": str(d.provider),
-        "size": d.size,
-        "numa_node": d.numa_node,
-        "target_node": d.target_node,
-        "resource": f"0x{d.resource:x}" if d.resource is not None else None,
-        "ranges": [{"start": f"0x{r.start:x}", "end": f"0x{r.end:x}"} for r in d.ranges],
-        "namespace": d.namespace,
-        "uuid": d.uuid,
-        **view_json(v),
-    }
-
-
-def step_json(s: Step) -> dict[str, Any]:
-    return {
-        "action": str(s.action),
-        "path": s.path,
-        "value": s.value,
-        "block": s.block,
-        "reason": s.reason,
-    }
-
-
-def plan_json(p: DevicePlan) -> dict[str, Any]:
-    desired = None
-    if p.desired is not None:
-        desired = {
-            "mode": p.desired.mode,
-            "zone": p.desired.zone,
-            "memmap_on_memory": p.desired.memmap_on_memory,
-            "online": p.desired.online,
-        }
-    return {
-        "verdict": str(p.verdict),
-        "rule": p.rule,
-        "rule_location": p.rule_location,
-        "reason": p.reason or None,
-        "desired": desired,
-        "steps": [step_json(s) for s in p.steps],
-        "notes": list(p.notes),
-    }
-
-
-def result_step_json(r: StepResult) -> dict[str, Any]:
-    return {
-        **step_json(r.step),
-        "ok": r.ok,
-        "error": r.error or None,
-        "errno": r.errno or None,
-        "rollback": r.rollback,
-    }
-
-
-def document(kind: str, state: KernelState, devices: list[dict[str, Any]]) -> str:
-    hp = state.hotplug
-    doc = {
-        "format": JSON_FORMAT,
-        "kind": kind,
-        "hotplug": {
-            "block_size": hp.block_size,
-            "auto_online_blocks": hp.auto_online_blocks,
-            "memmap_on_memory": hp.memmap_on_memory,
-            "online_policy": hp.online_policy,
-        },
-        "legacy_device_model": state.legacy_device_model,
-        "devices": devices,
-        "diagnostics": [str(d) for d in state.diagnostics],
-    }
-    return json.dumps(doc, indent=2)
-
-
-def list_entry(state: KernelState, name: str, rule: str | None) -> dict[str, Any]:
-    d = state.devices[name]
-    return {**device_json(d, view(d, state.blocks_of(name))), "rule": rule}
-
-
-def plan_entry(state: KernelState, p: DevicePlan) -> dict[str, Any]:
-    return {**list_entry(state, p.device, p.rule), **plan_json(p)}
-
-
-def result_entry(state: KernelState, r: DeviceResult) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": r.device}
-    if r.device in state.devices:
-        entry = list_entry(state, r.device, r.plan.rule if r.plan else None)
-    entry.update(
-        {
-            "outcome": str(r.outcome),
-            "error": r.error or None,
-            "plan": plan_json(r.plan) if r.plan else None,
-            "steps": [result_step_json(s) for s in r.results],
-            "final": view_json(r.final) if r.final else None,
-        }
-    )
-    return entry
 
 
 def table(rows: list[list[str]]) -> str:

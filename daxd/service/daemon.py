@@ -464,11 +464,12 @@ class Daemon:
 
     def plan_json(self) -> str:
         """The plan for every device as JSON; reads sysfs, changes nothing."""
-        from daxd.cli.render import document, plan_entry
+        from daxd.apply.report import document, plan_entry
 
         state = read_state(self.config.sysfs)
         plans = plan_all(state, self.policy)
-        return document("plan", state, [plan_entry(state, p) for p in plans])
+        entries = [plan_entry(state.devices[p.device], state.blocks_of(p.device), p) for p in plans]
+        return document("plan", state.hotplug, entries, diagnostics=state.diagnostics)
 
     # ---- life cycle ---------------------------------------------------------------------------
 
