@@ -92,10 +92,9 @@ async def with_daemon(
 
     daemon = Daemon(
         DaemonConfig(
-            sysfs=kernel.sysfs,
             policy_path=policy,
-            proc_root=kernel.proc_root,
-            root=folder / "root",
+            roots=kernel.roots(base=folder / "root"),
+            sysfs=kernel.sysfs,
         ),
         notifier=Notifier(),
     )
@@ -107,7 +106,7 @@ async def with_daemon(
                 raise RuntimeError("the daemon stopped before READY")
             await asyncio.sleep(0.01)
         paths_file = folder / "paths.json"
-        paths_file.write_text(json.dumps([device_object_path(n) for n in sorted(daemon.tracked)]))
+        paths_file.write_text(json.dumps([device_object_path(n) for n in sorted(daemon.published)]))
         out = await phase(daemon, paths_file)
         await asyncio.sleep(0.3)
         out["daemon_on_bus_after"] = on_bus(daemon)

@@ -2,7 +2,7 @@
 
 Each size gets a fresh fake kernel (hmem devices bound to kmem at boot, blocks auto-onlined in
 Normal, a rule that wants Movable) and one daemon pass as ``daxd run`` makes it before READY
-(``Daemon.reconcile_sync``: scan, plan, apply).  Timed separately: the read-only scan and
+(``Reconciler.run_pass``: scan, plan, apply).  Timed separately: the read-only scan and
 planning, the pass, and a second pass over the same tree (nothing to do: the cost of a rescan).
 A counting Sysfs counts every sysfs operation on memory blocks; the time the fake kernel spends
 answering writes (re-rendering its files) is measured and taken out of daxd's time.
@@ -37,6 +37,7 @@ from daxd.kernel.scan import read_state
 from daxd.plan.planner import plan_all
 from daxd.service.daemon import Daemon, DaemonConfig
 from daxd.service.events import Event
+from daxd.service.reconciler import Batch
 from tests.fakekernel import FakeKernel
 from tests.service.daemon_harness import FakeUdev
 
@@ -47,10 +48,9 @@ def make_daemon(kernel: FakeKernel, folder: Path, **config: Any) -> tuple[Daemon
     sysfs = CountingSysfs(kernel)
     daemon = Daemon(
         DaemonConfig(
-            sysfs=sysfs,
             policy_path=write_policy(folder),
-            proc_root=kernel.proc_root,
-            root=folder / "root",
+            roots=kernel.roots(base=folder / "root"),
+            sysfs=sysfs,
             **config,
         )
     )
@@ -77,18 +77,18 @@ def one_size(folder: Path, devices: int, blocks_per_device: int) -> dict[str, An
 
     sysfs.reset()
     start = time.perf_counter()
-    daemon.reconcile_sync(None, None, True)
+    daemon.reconciler.run_pass(Batch(daemon.policy, names=None, request_all=True))
     whole = time.perf_counter() - start
     fake = sysfs.fake_write_seconds
     ops = sysfs.block_ops()
     moved = sum(1 for b in kernel.blocks.values() if b.zone == "Movable")
     assert moved == blocks, f"{moved} of {blocks} blocks movable after the pass"
-    states = {t.status.state for t in daemon.tracked.values() if t.status is not None}
+    states = {t.status.state for t in daemon.reconciler.tracked.values() if t.status is not None}
     assert states == {"applied"}, states
 
     sysfs.reset()
     start = time.perf_counter()
-    daemon.reconcile_sync(None, None, True)
+    daemon.reconciler.run_pass(Batch(daemon.policy, names=None, request_all=True))
     rescan = time.perf_counter() - start
     rescan_ops = sysfs.block_ops()
     remove(run)
@@ -200,7 +200,7 @@ async def _burst(folder: Path, mode: str) -> dict[str, Any]:
     task = asyncio.get_running_loop().create_task(daemon.run())
     while not daemon.ready:
         await asyncio.sleep(0.005)
-    owned = sorted(daemon.block_owner)
+    owned = sorted(daemon.reconciler.block_owner)
     first_unowned = max(kernel.blocks) + 1
     passes0 = daemon.reconciles
     sysfs.reset()

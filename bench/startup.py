@@ -216,10 +216,9 @@ def inprocess_ready(
         start = time.perf_counter()
         daemon = Daemon(
             DaemonConfig(
-                sysfs=sysfs,
                 policy_path=policy,
-                proc_root=kernel.proc_root,
-                root=run / "root",
+                roots=kernel.roots(base=run / "root"),
+                sysfs=sysfs,
                 **extra,  # type: ignore[arg-type]
             ),
             notifier=Notifier(),

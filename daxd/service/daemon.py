@@ -1,8 +1,14 @@
 """`daxd run`: keep every DAX device matching the policy, follow udev, report what was done.
 
 One asyncio loop, no polling: it sleeps until udev, a signal, a D-Bus call or the watchdog
-timer wakes it.  Sysfs work runs in one worker thread, one device at a time, so the loop keeps
-answering D-Bus and pinging the watchdog while a block is being offlined.
+timer wakes it. The loop thread owns the policy, the requests and everything published; sysfs
+passes run in one worker thread (daxd/service/reconciler.py), one at a time, which owns what
+daxd knows of the devices. A pass gets an immutable :class:`Batch` and returns a
+:class:`PassReport`; what it produces meanwhile reaches the loop through ``call_soon_threadsafe``.
+Calls open to every user (Plan, properties) are answered from what the last pass computed.
+
+The daemon is the only writer: it holds the writer lock (daxd/apply/writer_lock.py) for as long
+as it runs, and `daxd apply` asks it (:meth:`Daemon.apply`) instead of writing itself.
 """
 
 from __future__ import annotations
@@ -13,37 +19,47 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from daxd import __version__
 from daxd.apply import autoonline
-from daxd.apply.executor import ApplyOptions, DeviceResult, Outcome, StepResult, apply_device
+from daxd.apply.executor import StepResult
+from daxd.apply.report import document
+from daxd.apply.writer_lock import LockUnavailable, WriterLock
+from daxd.kernel.layout import device_dir
 from daxd.kernel.model import HotplugSettings
-from daxd.kernel.scan import read_device, read_state
-from daxd.kernel.sysfs import Sysfs, SysfsError, install_interrupt_handler
-from daxd.kernel.view import DeviceView, view
-from daxd.plan.planner import device_sort_key, plan_all, plan_device
-from daxd.plan.steps import Action, DevicePlan, Verdict
+from daxd.kernel.roots import DEFAULT_OFFLINE_TIMEOUT, Roots
+from daxd.kernel.scan import read_state
+from daxd.kernel.sysfs import SAFE_COMPONENT, Sysfs, SysfsError, install_interrupt_handler
+from daxd.plan.planner import device_sort_key
 from daxd.policy.errors import PolicyError
 from daxd.policy.load import load_policy
 from daxd.policy.model import Policy
 from daxd.service.conflicts import find_conflicts
 from daxd.service.events import Event, EventSource, Overflow
 from daxd.service.notify import Notifier, watchdog_interval
-from daxd.service.status import DeviceState, DeviceStatus, ManagerStatus
+from daxd.service.reconciler import Batch, PassReport, Reconciler, ReconcilerConfig, now_usec
+from daxd.service.status import DeviceStatus, ManagerStatus
 
 log = logging.getLogger("daxd")
+
+_LOCK_POLL = 0.1  # seconds between looks at a writer lock held by a `daxd apply` at start
 
 
 class PolicyRejected(Exception):
     """A reload found the new policy invalid; str() is the located errors."""
 
 
+class NoSuchDevice(Exception):
+    """Apply named a device the dax bus does not have; str() names it."""
+
+
 class Publisher(Protocol):
-    """Where the daemon's state goes (the D-Bus API, or nothing)."""
+    """Where the daemon's state goes (the D-Bus API, or nothing). Loop thread only."""
 
     def set_manager(self, status: ManagerStatus) -> None: ...
 
@@ -70,47 +86,40 @@ class NullPublisher:
 
 @dataclass
 class DaemonConfig:
-    sysfs: Sysfs
     policy_path: Path
+    roots: Roots = field(default_factory=Roots)
+    sysfs: Sysfs | None = None  # None: Sysfs(roots.sys); tests pass a fake kernel's
     policy_dir: Path | None = None
     strict_policy: bool = True  # refuse policy files others could have written
-    proc_root: Path = Path("/proc")
-    root: Path = Path("/")  # where udev rules and daxctl config are looked for
-    offline_timeout: float = 30.0
+    offline_timeout: float = DEFAULT_OFFLINE_TIMEOUT
     settle: float = 0.05  # quiet time that ends an event burst
     max_settle: float = 1.0  # an endless burst still gets handled this often
     # A change made outside daxd is undone only once nothing has touched the device for this
-    # long: `daxctl reconfigure-device` offlines every block, then unbinds kmem; onlining a block
-    # in between makes that unbind leak the range until reboot.
+    # long (daxd/service/drift.py says why).
     drift_grace: float = 5.0
-    # Where a switched auto_online_blocks is recorded (daxd/apply/autoonline.py); None: nowhere.
-    runtime_dir: Path | None = None
+
+    def the_sysfs(self) -> Sysfs:
+        if self.sysfs is None:
+            self.sysfs = Sysfs(self.roots.sys)
+        return self.sysfs
 
 
 @dataclass
-class Tracked:
-    """What daxd knows of one device between reconciles."""
+class _Requests:
+    """What the loop collected for the next pass (loop thread only)."""
 
-    known: DeviceView | None = None  # as daxd last saw or left it
-    status: DeviceStatus | None = None
-    changed_at: int = 0
-    # Drift whose undoing takes memory away is left alone until asked; later events too.
-    holding: bool = False
-    drift_seen: DeviceView | None = None  # the drift last logged (logged once)
+    names: set[str] = field(default_factory=set)
+    blocks: set[int] = field(default_factory=set)
+    everything: bool = False
+    requested: set[str] = field(default_factory=set)
+    request_all: bool = False
+    seen: dict[str | int | None, float] = field(default_factory=dict)
+    waiters: list[asyncio.Future[PassReport]] = field(default_factory=list)
+    offline_timeout: float | None = None  # the longest a request asked for
 
-
-def now_usec() -> int:
-    return time.time_ns() // 1000
-
-
-def takes_memory_away(plan: DevicePlan) -> bool:
-    """Whether the plan ends with less memory online or kmem gone (not a mere zone move)."""
-    onlined = {s.block for s in plan.steps if s.action is Action.ONLINE_BLOCK}
-    return any(
-        (s.action is Action.OFFLINE_BLOCK and s.block not in onlined)
-        or (s.action is Action.UNBIND and "/kmem/" in s.path)
-        for s in plan.steps
-    )
+    @property
+    def empty(self) -> bool:
+        return not (self.names or self.blocks or self.everything)
 
 
 class Daemon:
@@ -122,31 +131,46 @@ class Daemon:
         publisher: Publisher | None = None,
     ) -> None:
         self.config = config
+        self.sysfs = config.the_sysfs()
         self.events = events
         self.notifier = notifier or Notifier()
         self.publisher: Publisher = publisher or NullPublisher()
+        # Loop thread: the policy, the requests, what is published.
         self.policy = Policy(rules=())
         self.policy_error = ""
         self.policy_loaded_at = 0
         self.conflicts: tuple[str, ...] = ()
-        self.hotplug: HotplugSettings | None = None
-        self.tracked: dict[str, Tracked] = {}
-        self.block_owner: dict[int, str] = {}  # memoryN -> device, to route memory events
-        self._pending: set[str] = set()
-        self._pending_all = False
-        self._force: set[str] = set()  # apply fully, even what drift alone would not restore
-        self._force_all = False
+        self.hotplug: HotplugSettings | None = None  # as the last pass read it
+        self.published: dict[str, DeviceStatus] = {}
+        self._plans: dict[str, dict[str, Any]] = {}
+        self._plan_document = ""
+        self._requests = _Requests()
+        self._later: dict[str, asyncio.TimerHandle] = {}  # drift waiting for quiet, by device
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._stop = threading.Event()
         self._stopped = asyncio.Event()
-        self._lock = asyncio.Lock()  # one sysfs pass at a time
-        self._loop: asyncio.AbstractEventLoop | None = None  # set when the worker starts
-        self._last_event: dict[str | None, float] = {}  # device (None: unknown) -> monotonic
-        self._later: dict[str, asyncio.TimerHandle] = {}  # drift waiting for quiet, by device
-        self.reconciles = 0  # passes run (benchmarks and tests read it)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.lock = WriterLock(config.roots.runtime, "daxd run") if config.roots.runtime else None
+        # Worker thread: one, so that passes never overlap; it owns the reconciler's state.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="daxd-pass")
+        self.reconciler = Reconciler(
+            ReconcilerConfig(
+                sysfs=self.sysfs,
+                roots=config.roots,
+                offline_timeout=config.offline_timeout,
+                drift_grace=config.drift_grace,
+            ),
+            sink=_LoopSink(self),
+            stop=self._stop,
+        )
         self.ready = False
         self.exit_code = 0  # 1 after fail(): systemd (Restart=on-failure) starts daxd again
+
+    @property
+    def reconciles(self) -> int:
+        """Passes run (benchmarks and tests read it)."""
+        return self.reconciler.passes
 
     # ---- policy -------------------------------------------------------------------------------
 
@@ -181,44 +205,93 @@ class Daemon:
         ok = self.load_policy()
         self.refresh_conflicts()
         if ok:
-            await self.reconcile(force=True)
+            await self.run_pass(None)
         self.publish_manager()
         self.notifier.ready(self.summary())
         if not ok:
             raise PolicyRejected(self.policy_error)
 
-    async def reconcile(self, force: bool = True) -> None:
-        """Re-read and apply every device now (D-Bus Reconcile, after reload)."""
-        self.request(None, force=force)
-        await self.wait_idle()
+    async def reconcile(self) -> None:
+        """Re-read and apply every device now (D-Bus Reconcile)."""
+        await self.run_pass(None)
 
-    # ---- scheduling ---------------------------------------------------------------------------
+    async def apply(self, names: Sequence[str], offline_timeout: float | None = None) -> str:
+        """`daxd apply`: the policy as it is on disk, then the named devices (or all) now.
+
+        A policy that does not load raises PolicyRejected and keeps the one in force; a name the
+        dax bus does not have raises NoSuchDevice before anything is done. Returns the JSON
+        document `daxd apply --json` prints.
+        """
+        chosen = list(dict.fromkeys(names))
+        missing = [n for n in chosen if not self._device_exists(n)]
+        if missing:
+            raise NoSuchDevice(f"no such DAX device: {', '.join(missing)}")
+        if not self.load_policy():
+            self.publish_manager()
+            raise PolicyRejected(self.policy_error)
+        self.refresh_conflicts()
+        self.publish_manager()
+        report = await self.run_pass(chosen or None, offline_timeout)
+        wanted = chosen or sorted(report.results, key=device_sort_key)
+        entries = [report.results[n] for n in wanted if n in report.results]
+        for n in wanted:
+            if n not in report.results:  # gone during the pass
+                entries.append({"name": n, "outcome": "gone", "error": None, "steps": []})
+        hotplug = report.hotplug or self.hotplug
+        assert hotplug is not None
+        return document("apply", hotplug, entries, diagnostics=report.diagnostics)
+
+    def _device_exists(self, name: str) -> bool:
+        if not SAFE_COMPONENT.match(name) or name in (".", ".."):
+            return False
+        return self.sysfs.exists(device_dir(name))
+
+    # ---- scheduling (loop thread) -------------------------------------------------------------
 
     def request(self, name: str | None, force: bool = False) -> None:
-        """Ask for a device (None: all) to be re-read and reconciled soon."""
+        """Ask for a device (None: all) to be re-read and reconciled soon; ``force``: asked for
+        through daxd, so never taken for drift."""
+        r = self._requests
         if name is None:
-            self._pending_all = True
-            self._force_all |= force
+            r.everything = True
+            r.request_all |= force
         else:
-            self._pending.add(name)
+            r.names.add(name)
             if force:
-                self._force.add(name)
+                r.requested.add(name)
         self._idle.clear()
         self._wake.set()
+
+    async def run_pass(
+        self, names: Sequence[str] | None, offline_timeout: float | None = None
+    ) -> PassReport:
+        """Reconcile these devices (None: all) as asked for, and wait for that pass's report."""
+        assert self._loop is not None, "the worker is not running"
+        future: asyncio.Future[PassReport] = self._loop.create_future()
+        if offline_timeout is not None:
+            r = self._requests
+            r.offline_timeout = max(r.offline_timeout or 0.0, offline_timeout)
+        if names is None:
+            self.request(None, force=True)
+        for n in names or ():
+            self.request(n, force=True)
+        self._requests.waiters.append(future)
+        return await future
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
     def on_event(self, event: Event) -> None:
-        device = event.device
-        if device is not None:
-            self._last_event[device] = time.monotonic()
-            self.request(device)
+        now = time.monotonic()
+        r = self._requests
+        if event.device is not None:
+            r.seen[event.device] = now
+            self.request(event.device)
         elif event.block is not None:
-            owner = self.block_owner.get(event.block)
-            self._last_event[owner] = time.monotonic()
-            # A block no known device owns: a device we have not read yet; read everything.
-            self.request(owner)
+            r.seen[event.block] = now
+            r.blocks.add(event.block)
+            self._idle.clear()
+            self._wake.set()
         # Other subsystems cannot reach here: the sources filter on dax and memory.
 
     def on_readable(self) -> None:
@@ -227,15 +300,29 @@ class Daemon:
             batch = self.events.drain()
         except Overflow as e:
             log.warning("udev events were lost (%s); re-reading every device", e)
+            self._requests.seen[None] = time.monotonic()
             self.request(None)
             return
         for ev in batch:
             self.on_event(ev)
 
+    def _take_batch(self) -> tuple[Batch, list[asyncio.Future[PassReport]]]:
+        r, self._requests = self._requests, _Requests()
+        batch = Batch(
+            policy=self.policy,
+            names=None if r.everything else frozenset(r.names),
+            blocks=frozenset(r.blocks),
+            requested=frozenset(r.requested),
+            request_all=r.request_all,
+            seen=tuple(r.seen.items()),
+            offline_timeout=r.offline_timeout,
+        )
+        return batch, r.waiters
+
     async def worker(self) -> None:
-        loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         while not self._stop.is_set():
-            if not (self._pending or self._pending_all):
+            if self._requests.empty:
                 self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
@@ -243,20 +330,24 @@ class Daemon:
             await self.settle()
             if self._stop.is_set():
                 break
-            names = None if self._pending_all else set(self._pending)
-            force = set(self._force) if not self._force_all else None
-            force_all = self._force_all
-            self._pending.clear()
-            self._pending_all = False
-            self._force.clear()
-            self._force_all = False
-            async with self._lock:
-                try:
-                    await loop.run_in_executor(None, self.reconcile_sync, names, force, force_all)
-                except Exception:
-                    log.exception("reconcile failed unexpectedly; will retry on the next event")
+            batch, waiters = self._take_batch()
+            try:
+                report = await loop.run_in_executor(self._executor, self.reconciler.run_pass, batch)
+            except Exception as e:
+                log.exception("reconcile failed unexpectedly; will retry on the next event")
+                for w in waiters:
+                    if not w.done():
+                        w.set_exception(RuntimeError(f"the pass failed: {e}"))
+                continue
+            self._absorb(report)
+            for w in waiters:
+                if not w.done():
+                    w.set_result(report)
             self.publish_manager()
             self.notifier.status(self.summary())
+        for w in self._requests.waiters:
+            if not w.done():
+                w.set_exception(RuntimeError("daxd is stopping"))
         self._idle.set()
 
     async def settle(self) -> None:
@@ -269,173 +360,64 @@ class Daemon:
             except TimeoutError:
                 return
 
-    # ---- the sysfs pass (worker thread) ------------------------------------------------------
+    def _absorb(self, report: PassReport) -> None:
+        """A pass ended: keep what it computed for the calls answered without a pass."""
+        if report.hotplug is not None:
+            self.hotplug = report.hotplug
+        self._plans.update(report.plans)
+        for name in report.gone:
+            self._plans.pop(name, None)
+        names = sorted(self._plans, key=device_sort_key)
+        if self.hotplug is not None:
+            self._plan_document = document("plan", self.hotplug, [self._plans[n] for n in names])
 
-    def reconcile_sync(
-        self,
-        names: set[str] | None,
-        force: set[str] | None,
-        force_all: bool,
-    ) -> None:
-        self.reconciles += 1
-        sysfs = self.config.sysfs
-        if names is None or self.hotplug is None:
-            state = read_state(sysfs)
-            self.hotplug = state.hotplug
-            for d in state.diagnostics:
-                log.warning("sysfs: %s", d)
-            gone = set(self.tracked) - set(state.devices)
-            names = set(state.devices)
-            self.block_owner = {b.index: n for n, blocks in state.blocks.items() for b in blocks}
-        else:
-            gone = set()
-        for name in sorted(names, key=device_sort_key):
-            if self._stop.is_set():
-                return
-            forced = force_all or (force is not None and name in force)
-            self.reconcile_device(name, forced)
-        for name in gone:
-            self.forget(name)
-
-    def reconcile_device(self, name: str, forced: bool) -> None:
-        assert self.hotplug is not None
-        reading = read_device(self.config.sysfs, name, self.hotplug)
-        if reading.device is None:
-            self.forget(name)
-            return
-        for b in reading.blocks:
-            self.block_owner[b.index] = name
-        tracked = self.tracked.setdefault(name, Tracked())
-        current = view(reading.device, reading.blocks)
-        rule = self.policy.match(reading.device)
-        plan = plan_device(reading.device, reading.blocks, self.hotplug, rule)
-        drifted = tracked.known is not None and tracked.known != current and not forced
-        if drifted and current != tracked.drift_seen:
-            log.warning(
-                "%s: changed outside daxd: %s", name, describe_change(tracked.known, current)
-            )
-        tracked.drift_seen = current if drifted else None
-        if forced or plan.verdict is not Verdict.CHANGE:
-            tracked.holding = False
-        if plan.verdict is Verdict.CHANGE and takes_memory_away(plan):
-            tracked.holding |= drifted
-        if tracked.holding:
-            message = (
-                "changed outside daxd; restoring the policy would take memory offline, "
-                "which daxd does only on request (Reconcile, `daxd apply`, reload)"
-            )
-            if drifted:
-                log.warning("%s: %s", name, message)
-            tracked.known = current
-            self.publish_device(name, current, plan, DeviceState.DRIFTED, message)
-            return
-        if plan.verdict is not Verdict.CHANGE:
-            tracked.known = current
-            state, error = plan_state(plan)
-            before = tracked.status
-            if state is DeviceState.REFUSED and (
-                before is None or (before.state, before.last_error) != (state, error)
-            ):
-                # Say it once in the journal too, not only on D-Bus (e.g. pmem without consent).
-                log.warning("%s: rule %r not applied: %s", name, plan.rule, error)
-            self.publish_device(name, current, plan, state, error)
-            return
-        quiet_for = self.config.drift_grace - self.since_last_event(name)
-        offlining = any(b.state == "going-offline" for b in reading.blocks)  # someone is at it
-        if drifted and (quiet_for > 0 or offlining):
-            # Maybe someone is still at it: wait until the device is left alone, and look again.
-            self.post(self._request_later, name, quiet_for if quiet_for > 0 else 1.0)
-            message = (
-                "changed outside daxd; restoring the policy once nothing has changed it for "
-                f"{self.config.drift_grace:g} s"
-            )
-            self.publish_device(name, current, plan, DeviceState.DRIFTED, message)
-            return
-        tracked.drift_seen = None
-        self.publish_device(name, current, plan, DeviceState.PENDING, "")
-        result = apply_device(
-            self.config.sysfs,
-            self.policy,
-            name,
-            self.hotplug,
-            ApplyOptions(
-                proc_root=self.config.proc_root,
-                offline_timeout=self.config.offline_timeout,
-                runtime_dir=self.config.runtime_dir,
-                should_stop=self._stop.is_set,
-                on_step=lambda dev, r: self.post(self.step_done, dev, r),
-            ),
-            reading=reading,  # just read: the apply plans from what the checks above saw
-        )
-        final = result.final or current
-        tracked.known = final
-        state, error = result_state(result)
-        if drifted and state is DeviceState.APPLIED:
-            log.info("%s: restored to rule %r", name, result.plan.rule if result.plan else "")
-        self.publish_device(name, final, result.plan or plan, state, error)
-        for b in result.final_blocks:  # the executor's last read of the device
-            self.block_owner[b.index] = name
-
-    def since_last_event(self, name: str) -> float:
-        """Seconds since udev last said something about the device (or an unknown block)."""
-        last = max(self._last_event.get(name, 0.0), self._last_event.get(None, 0.0))
-        return time.monotonic() - last
-
-    def _request_later(self, name: str, delay: float) -> None:
-        if self._loop is not None:
-            previous = self._later.pop(name, None)
-            if previous is not None:
-                previous.cancel()
-            self._later[name] = self._loop.call_later(delay, self.request, name)
+    # ---- what the worker hands over (loop thread) -------------------------------------------
 
     def post(self, fn: Callable[..., object], *args: object) -> None:
-        """Run ``fn`` on the loop thread: the publisher is not thread-safe."""
-        if self._loop is None:
+        """Run ``fn`` on the loop thread: only the loop thread publishes."""
+        if self._loop is None or self._loop_thread_is_current():
             fn(*args)
         else:
             self._loop.call_soon_threadsafe(fn, *args)
 
-    def step_done(self, device: str, r: StepResult) -> None:
+    def _loop_thread_is_current(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    def _set_device(self, status: DeviceStatus) -> None:
+        self.published[status.name] = status
+        self.publisher.set_device(status)
+
+    def _remove_device(self, name: str) -> None:
+        self.published.pop(name, None)
+        self._plans.pop(name, None)
+        self.publisher.remove_device(name)
+
+    def _step_done(self, device: str, r: StepResult) -> None:
         result = "ok" if r.ok else ("rolled-back" if r.rollback else "failed")
         message = r.error or r.step.reason
         self.publisher.action_completed(
             device, f"{r.step.action} {r.step.value} > {r.step.path}", result, message
         )
 
-    def forget(self, name: str) -> None:
-        if self.tracked.pop(name, None) is not None:
-            log.info("%s: removed", name)
-            self.post(self.publisher.remove_device, name)
-        self.block_owner = {i: n for i, n in self.block_owner.items() if n != name}
-
-    def publish_device(
-        self,
-        name: str,
-        current: DeviceView,
-        plan: DevicePlan,
-        state: DeviceState,
-        error: str,
-    ) -> None:
-        tracked = self.tracked.setdefault(name, Tracked())
-        status = make_status(current, plan, state, error, tracked.changed_at)
-        previous = tracked.status
-        if previous is not None and status == previous:
+    def _look_again(self, name: str, delay: float) -> None:
+        if self._loop is None:
             return
-        if previous is None or previous.state != state or previous.last_error != error:
-            tracked.changed_at = now_usec()
-            status = make_status(current, plan, state, error, tracked.changed_at)
-        tracked.status = status
-        self.post(self.publisher.set_device, status)
+        previous = self._later.pop(name, None)
+        if previous is not None:
+            previous.cancel()
+        self._later[name] = self._loop.call_later(delay, self.request, name)
 
-    # ---- reporting ----------------------------------------------------------------------------
+    # ---- reporting (loop thread) ----------------------------------------------------------------
 
     def summary(self) -> str:
         counts: dict[str, int] = {}
-        for t in self.tracked.values():
-            if t.status is not None:
-                counts[t.status.state] = counts.get(t.status.state, 0) + 1
+        for s in self.published.values():
+            counts[s.state] = counts.get(s.state, 0) + 1
         parts = [f"{n} {s}" for s, n in sorted(counts.items())]
-        text = f"{len(self.tracked)} device(s)" + (": " + ", ".join(parts) if parts else "")
+        text = f"{len(self.published)} device(s)" + (": " + ", ".join(parts) if parts else "")
         if self.policy_error:
             text += "; policy rejected (previous one in force)"
         return text
@@ -456,35 +438,74 @@ class Daemon:
     def refresh_conflicts(self) -> None:
         if self.hotplug is None:
             return
-        found = tuple(find_conflicts(self.config.root, self.hotplug))
+        found = tuple(find_conflicts(self.config.roots.base, self.hotplug))
         for c in found:
             if c not in self.conflicts:
                 log.warning("conflict: %s", c)
         self.conflicts = found
 
     def plan_json(self) -> str:
-        """The plan for every device as JSON; reads sysfs, changes nothing."""
-        from daxd.apply.report import document, plan_entry
-
-        state = read_state(self.config.sysfs)
-        plans = plan_all(state, self.policy)
-        entries = [plan_entry(state.devices[p.device], state.blocks_of(p.device), p) for p in plans]
-        return document("plan", state.hotplug, entries, diagnostics=state.diagnostics)
+        """The plan for every device as of the last pass, as JSON: no sysfs read, O(1)."""
+        if not self._plan_document and self.hotplug is not None:
+            self._plan_document = document("plan", self.hotplug, [])  # before the first pass
+        return self._plan_document
 
     # ---- life cycle ---------------------------------------------------------------------------
 
+    async def take_lock(self) -> bool:
+        """Become the one writer; waits for a `daxd apply` that holds the lock. False: cannot."""
+        if self.lock is None:
+            return True
+        said = False
+        while not self._stop.is_set():
+            try:
+                if self.lock.try_acquire():
+                    return True
+            except LockUnavailable as e:
+                log.error("%s", e)
+                return False
+            if not said:
+                log.warning(
+                    "waiting for %s, which holds %s, to finish", self.lock.holder(), self.lock.path
+                )
+                said = True
+            await asyncio.sleep(_LOCK_POLL)
+        return False
+
     async def run(self, bus_setup: Callable[[Daemon], object] | None = None) -> int:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         install_interrupt_handler()
+        watchdog = loop.create_task(self.watchdog())
+        stop_signals = (signal.SIGTERM, signal.SIGINT)
+        for sig in stop_signals:
+            loop.add_signal_handler(sig, self.stop)
+        try:
+            if not await self.take_lock():
+                return self.exit_code if self._stop.is_set() else 1
+            return await self._serve(loop, bus_setup)
+        finally:
+            watchdog.cancel()
+            for sig in stop_signals:
+                loop.remove_signal_handler(sig)
+            if self.lock is not None:
+                self.lock.release()
+            self._executor.shutdown(wait=True)
+
+    async def _serve(
+        self, loop: asyncio.AbstractEventLoop, bus_setup: Callable[[Daemon], object] | None
+    ) -> int:
+        # Settings may have been changed since __init__ (tests do); the worker is not running yet.
+        self.reconciler.config.drift_grace = self.config.drift_grace
+        self.reconciler.config.offline_timeout = self.config.offline_timeout
         self.load_policy()
         if self.policy_error:
             log.error("starting with no rules in force: the policy is invalid")
-        if self.config.runtime_dir is not None:
-            done = autoonline.recover(self.config.sysfs, self.config.runtime_dir)
+        if self.config.roots.runtime is not None:
+            done = autoonline.recover(self.sysfs, self.config.roots.runtime)
             if done:
                 log.warning("%s", done)
         try:
-            self.hotplug = read_state(self.config.sysfs).hotplug
+            self.hotplug = read_state(self.sysfs).hotplug
         except SysfsError as e:
             log.error("cannot read sysfs: %s", e)
             return 1
@@ -496,39 +517,37 @@ class Daemon:
         self.publish_manager()
         if self.events is not None:
             loop.add_reader(self.events.fileno(), self.on_readable)
-        stop_signals = (signal.SIGTERM, signal.SIGINT)
-        for sig in stop_signals:
-            loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._reload_quietly()))
         worker = loop.create_task(self.worker())
-        watchdog = loop.create_task(self.watchdog())
         # Coldplug: READY only once the devices present now match the policy.
-        self.request(None, force=True)
-        await self.wait_idle()
-        self.ready = True
-        self.notifier.ready(self.summary())
-        log.info("ready: %s", self.summary())
+        with contextlib.suppress(RuntimeError):  # stopped before the first pass ended
+            await self.run_pass(None)
+        if not self._stop.is_set():
+            self.ready = True
+            self.notifier.ready(self.summary())
+            log.info("ready: %s", self.summary())
         await self._stopped.wait()
         self.notifier.stopping()
         log.info("stopping")
         self._wake.set()
         await worker
-        watchdog.cancel()
+        for handle in self._later.values():
+            handle.cancel()
         if self.events is not None:
             loop.remove_reader(self.events.fileno())
             self.events.close()
-        for sig in (*stop_signals, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
+        loop.remove_signal_handler(signal.SIGHUP)
         return self.exit_code
 
     async def _reload_quietly(self) -> None:
-        with contextlib.suppress(PolicyRejected):  # logged and published by reload()
+        with contextlib.suppress(PolicyRejected, RuntimeError):  # logged and published
             await self.reload()
 
     def stop(self) -> None:
         """SIGTERM: finish the write in flight, roll back a half-done conversion, then exit."""
         self._stop.set()
         self._stopped.set()
+        self._wake.set()
 
     def fail(self, reason: str) -> None:
         """Something daxd cannot work without is gone (the system bus): stop as on SIGTERM,
@@ -548,53 +567,20 @@ class Daemon:
             await asyncio.sleep(interval)
 
 
-def describe_change(before: DeviceView | None, after: DeviceView) -> str:
-    if before is None:
-        return "first seen"
-    parts = []
-    for attr in ("mode", "zone", "memmap_on_memory", "blocks_online", "blocks_total"):
-        a, b = getattr(before, attr), getattr(after, attr)
-        if a != b:
-            parts.append(f"{attr} {a!r} -> {b!r}")
-    return ", ".join(parts) or "no visible change"
+class _LoopSink:
+    """The reconciler's way to the loop thread."""
 
+    def __init__(self, daemon: Daemon) -> None:
+        self._d = daemon
 
-def plan_state(plan: DevicePlan) -> tuple[DeviceState, str]:
-    if plan.verdict in (Verdict.UNMANAGED, Verdict.IGNORED):
-        return DeviceState.UNMANAGED, ""
-    if plan.verdict is Verdict.REFUSED:
-        return DeviceState.REFUSED, plan.reason
-    return DeviceState.APPLIED, ""
+    def device(self, status: DeviceStatus) -> None:
+        self._d.post(self._d._set_device, status)
 
+    def removed(self, name: str) -> None:
+        self._d.post(self._d._remove_device, name)
 
-def result_state(result: DeviceResult) -> tuple[DeviceState, str]:
-    if result.outcome in (Outcome.APPLIED, Outcome.IN_SYNC):
-        return DeviceState.APPLIED, ""
-    if result.outcome is Outcome.REFUSED:
-        return DeviceState.REFUSED, result.error
-    if result.outcome in (Outcome.UNMANAGED, Outcome.IGNORED):
-        return DeviceState.UNMANAGED, ""
-    return DeviceState.FAILED, result.error or str(result.outcome)
+    def step(self, device: str, result: StepResult) -> None:
+        self._d.post(self._d._step_done, device, result)
 
-
-def make_status(
-    v: DeviceView, plan: DevicePlan, state: DeviceState, error: str, changed_at: int
-) -> DeviceStatus:
-    return DeviceStatus(
-        name=v.name,
-        provider=v.provider,
-        size=v.size,
-        numa_node=-1 if v.numa_node is None else v.numa_node,
-        target_node=-1 if v.target_node is None else v.target_node,
-        driver=v.driver,
-        mode=v.mode,
-        zone=v.zone,
-        memmap_on_memory="" if v.memmap_on_memory is None else str(v.memmap_on_memory).lower(),
-        blocks_online=v.blocks_online,
-        blocks_total=v.blocks_total,
-        rule=plan.rule or "",
-        desired_mode=plan.desired.mode if plan.desired else ("ignore" if plan.rule else ""),
-        state=state,
-        last_error=error,
-        last_change=changed_at,
-    )
+    def look_again(self, name: str, delay: float) -> None:
+        self._d.post(self._d._look_again, name, delay)

@@ -57,6 +57,7 @@ from daxd.service.dbus_objects import (
     DEVICE_INTERFACE,
     DEVICES_PATH,
     ERROR_FAILED,
+    ERROR_NO_SUCH_DEVICE,
     ERROR_PERMISSION_DENIED,
     ERROR_POLICY_INVALID,
     GENERIC_FAILURE,
@@ -65,6 +66,7 @@ from daxd.service.dbus_objects import (
     OBJECT_MANAGER_INTERFACE,
     DeviceInterface,
     ManagerInterface,
+    NoSuchDeviceError,
     PolicyInvalidError,
     StatusInterface,
 )
@@ -75,6 +77,7 @@ __all__ = [
     "DEVICES_PATH",
     "DEVICE_INTERFACE",
     "ERROR_FAILED",
+    "ERROR_NO_SUCH_DEVICE",
     "ERROR_PERMISSION_DENIED",
     "ERROR_POLICY_INVALID",
     "MANAGER_INTERFACE",
@@ -82,6 +85,7 @@ __all__ = [
     "BusNameError",
     "Controller",
     "DBusApi",
+    "NoSuchDeviceError",
     "PolicyInvalidError",
     "connect_system_bus",
     "device_object_path",
@@ -91,7 +95,12 @@ DEFAULT_SYSTEM_BUS_ADDRESS = "unix:path=/run/dbus/system_bus_socket"
 POLICY_FILE = "/usr/share/dbus-1/system.d/org.daxd.Daxd1.conf"
 
 # Methods that change the system: only uid 0 may call them (the bus policy says so too).
-PRIVILEGED_METHODS = frozenset({"Reload", "Reconcile"})
+PRIVILEGED_METHODS = frozenset({"Reload", "Reconcile", "Apply"})
+# Apply's options: name -> (D-Bus signature, check, what a valid value is).
+_APPLY_OPTIONS: dict[str, tuple[str, Any, str]] = {
+    "offline-timeout": ("d", lambda v: 0 < v <= 86400, "seconds, more than 0 and at most 86400"),
+}
+_MAX_APPLY_DEVICES = 4096
 
 _MAX_ERROR_TEXT = 16 * 1024
 _PEER_INTERFACE = "org.freedesktop.DBus.Peer"
@@ -113,6 +122,10 @@ class Controller(Protocol):
 
     async def reconcile(self) -> None:
         """Re-scan the devices and apply the policy in force."""
+
+    async def apply(self, devices: list[str], offline_timeout: float | None) -> str:
+        """Take the policy on disk, reconcile the devices (all when none), return the JSON
+        document of the outcome; PolicyInvalidError / NoSuchDeviceError when it cannot."""
 
     def plan_json(self) -> str:
         """What reconciling now would do, as JSON; must not change anything."""
@@ -497,6 +510,8 @@ class DBusApi:
                 reply = Message.new_error(
                     msg, ERROR_PERMISSION_DENIED, f"{msg.member} is only allowed for root"
                 )
+            elif msg.member == "Apply":
+                reply = await self._apply(msg)
             else:
                 if msg.member == "Reload":
                     await self._controller.reload()
@@ -505,10 +520,42 @@ class DBusApi:
                 reply = Message.new_method_return(msg)
         except PolicyInvalidError as exc:
             reply = Message.new_error(msg, ERROR_POLICY_INVALID, exc.text[:_MAX_ERROR_TEXT])
+        except NoSuchDeviceError as exc:
+            reply = Message.new_error(msg, ERROR_NO_SUCH_DEVICE, str(exc)[:_MAX_ERROR_TEXT])
         except Exception:
             _log.exception("D-Bus %s() failed", msg.member)
             reply = Message.new_error(msg, ERROR_FAILED, GENERIC_FAILURE)
         self._reply(msg, reply)
+
+    async def _apply(self, msg: Message) -> Message:
+        devices, options = msg.body
+        if len(devices) > _MAX_APPLY_DEVICES or any(len(d) > _MAX_NAME for d in devices):
+            return Message.new_error(
+                msg,
+                ErrorType.INVALID_ARGS.value,
+                f"Apply takes at most {_MAX_APPLY_DEVICES} device names of at most "
+                f"{_MAX_NAME} characters",
+            )
+        values: dict[str, Any] = {}
+        for key, variant in options.items():
+            known = _APPLY_OPTIONS.get(key)
+            if known is None:
+                accepted = ", ".join(sorted(_APPLY_OPTIONS))
+                return Message.new_error(
+                    msg,
+                    ErrorType.INVALID_ARGS.value,
+                    f"Apply: unknown option {key[:64]!r} (known: {accepted})",
+                )
+            signature, check, what = known
+            if variant.signature != signature or not check(variant.value):
+                return Message.new_error(
+                    msg,
+                    ErrorType.INVALID_ARGS.value,
+                    f"Apply: option {key!r} takes '{signature}': {what}",
+                )
+            values[key] = variant.value
+        document = await self._controller.apply(list(devices), values.get("offline-timeout"))
+        return Message.new_method_return(msg, "s", [document])
 
     async def _sent_by_root(self, msg: Message) -> bool:
         """Ask the bus who sent ``msg``; anything but uid 0 (or not knowing) is refused."""

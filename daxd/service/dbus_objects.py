@@ -27,6 +27,7 @@ OBJECT_MANAGER_INTERFACE = "org.freedesktop.DBus.ObjectManager"
 ERROR_FAILED = "org.daxd.Daxd1.Error.Failed"
 ERROR_POLICY_INVALID = "org.daxd.Daxd1.Error.PolicyInvalid"
 ERROR_PERMISSION_DENIED = "org.daxd.Daxd1.Error.PermissionDenied"
+ERROR_NO_SUCH_DEVICE = "org.daxd.Daxd1.Error.NoSuchDevice"
 
 GENERIC_FAILURE = "daxd failed to handle the request; the daemon's log has the details"
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     DBusUInt64 = int
     DBusObjectPaths = list[str]
     DBusStrings = list[str]
+    DBusOptions = dict[str, Variant]
     ActionCompletedArgs = list[str]
 else:
     DBusStr = "s"
@@ -45,6 +47,7 @@ else:
     DBusUInt64 = "t"
     DBusObjectPaths = "ao"
     DBusStrings = "as"
+    DBusOptions = "a{sv}"
     ActionCompletedArgs = "ssss"
 
 _log = logging.getLogger(__name__)
@@ -56,6 +59,10 @@ class PolicyInvalidError(Exception):
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self.text = text
+
+
+class NoSuchDeviceError(Exception):
+    """Apply named a device that does not exist; ``str()`` names it."""
 
 
 class StatusInterface(ServiceInterface):
@@ -144,9 +151,10 @@ class DeviceInterface(StatusInterface):
 class ManagerInterface(StatusInterface):
     """``org.daxd.Daxd1.Manager``: the daemon itself.
 
-    ``Reload`` and ``Reconcile`` are declared here so that they are introspectable, but calls to
-    them are answered by :class:`daxd.service.dbus_api.DBusApi` before they get here, because
-    they need the caller's identity, which dbus-fast does not pass to method handlers.
+    ``Reload``, ``Reconcile`` and ``Apply`` are declared here so that they are introspectable,
+    but calls to them are answered by :class:`daxd.service.dbus_api.DBusApi` before they get
+    here, because they need the caller's identity, which dbus-fast does not pass to method
+    handlers.
     """
 
     def __init__(self, status: ManagerStatus, plan_json: Callable[[], str]) -> None:
@@ -193,6 +201,10 @@ class ManagerInterface(StatusInterface):
         raise DBusError(ERROR_PERMISSION_DENIED, "Reconcile is not available")
 
     @method()
+    def Apply(self, devices: DBusStrings, options: DBusOptions) -> DBusStr:
+        raise DBusError(ERROR_PERMISSION_DENIED, "Apply is not available")
+
+    @method()
     def Plan(self) -> DBusStr:
         try:
             return self._plan_json()
@@ -228,3 +240,4 @@ def _name_method_outputs(method: Any, *names: str) -> None:
 
 _name_signal_args(ManagerInterface.ActionCompleted, "device", "action", "result", "message")
 _name_method_outputs(ManagerInterface.Plan, "plan")
+_name_method_outputs(ManagerInterface.Apply, "outcome")

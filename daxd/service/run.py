@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from daxd.kernel.sysfs import Sysfs
-from daxd.service.daemon import Daemon, DaemonConfig, PolicyRejected
+from daxd.kernel.roots import Roots
+from daxd.service.daemon import Daemon, DaemonConfig, NoSuchDevice, PolicyRejected
 from daxd.service.events import EventSource
 from daxd.service.notify import Notifier
 
@@ -35,7 +35,17 @@ class _Controller:
             raise PolicyInvalidError(str(e)) from None
 
     async def reconcile(self) -> None:
-        await self.daemon.reconcile(force=True)
+        await self.daemon.reconcile()
+
+    async def apply(self, devices: list[str], offline_timeout: float | None) -> str:
+        from daxd.service.dbus_api import NoSuchDeviceError, PolicyInvalidError
+
+        try:
+            return await self.daemon.apply(devices, offline_timeout)
+        except PolicyRejected as e:
+            raise PolicyInvalidError(str(e)) from None
+        except NoSuchDevice as e:
+            raise NoSuchDeviceError(str(e)) from None
 
     def plan_json(self) -> str:
         return self.daemon.plan_json()
@@ -87,24 +97,20 @@ class _JournalFormatter(logging.Formatter):
 
 def run(
     *,
-    sysfs_root: str,
-    proc_root: str,
+    roots: Roots,
     policy: Path,
     policy_dir: Path | None,
     strict_policy: bool,
     offline_timeout: float,
     use_bus: bool,
     use_udev: bool,
-    runtime_dir: Path | None = None,
 ) -> int:
     config = DaemonConfig(
-        sysfs=Sysfs(sysfs_root),
         policy_path=policy,
+        roots=roots,
         policy_dir=policy_dir,
         strict_policy=strict_policy,
-        proc_root=Path(proc_root),
         offline_timeout=offline_timeout,
-        runtime_dir=runtime_dir,
     )
     events: EventSource | None = None
     if use_udev:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from daxd.kernel.roots import Roots
 from tests.fakekernel.daxbus import DRIVERS, Bound, DaxBus, FakeDevice, Leak, Victim
 from tests.fakekernel.events import EventLog, Uevent
 from tests.fakekernel.kstr import einval, kstrtobool, match_word
@@ -92,6 +93,17 @@ class FakeKernel:
         self._next_region = 0
         self._next_phys = 4 * GiB  # above the boot memory and the PCI hole
         self.sysfs = FakeSysfs(self)
+
+    def roots(self, base: Path | None = None) -> Roots:
+        """daxd's roots for this kernel: its sys and proc, its own run/daxd; udev rules and
+        daxctl configuration below ``base`` (default: the kernel's folder, as --root-dir)."""
+        folder = self.sysfs_root.parent
+        return Roots(
+            base=base or folder,
+            sys=self.sysfs_root,
+            proc=self.proc_root,
+            runtime=folder / "run" / "daxd",
+        )
 
     # --- what happened -----------------------------------------------------------------------
     @property

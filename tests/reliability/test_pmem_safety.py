@@ -219,7 +219,7 @@ def test_daemon_reconcile_and_drift(pmem: FakeKernel, tmp_path: Path) -> None:
 
         async def scenario() -> None:
             task = await start(h)
-            await h.daemon.reconcile(force=True)
+            await h.daemon.reconcile()
             h.udev.from_kernel(pmem.uevents[-1])  # a re-sent "bind"
             await h.settled()
             assert_reported(h)

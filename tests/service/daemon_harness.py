@@ -145,14 +145,12 @@ def harness(kernel: FakeKernel, folder: Path, policy_text: str) -> Iterator[Harn
     kernel.listener = udev.from_kernel
     publisher = RecordingPublisher()
     config = DaemonConfig(
-        sysfs=kernel.sysfs,
         policy_path=policy,
-        proc_root=kernel.proc_root,
-        root=folder / "root",
+        # the kernel's /run/daxd: a daemon restarted on the same kernel finds the same record
+        roots=kernel.roots(base=folder / "root"),
+        sysfs=kernel.sysfs,
         settle=0.01,
         max_settle=0.2,
-        # the kernel's /run/daxd: a daemon restarted on the same kernel finds the same record
-        runtime_dir=kernel.sysfs_root.parent / "run",
     )
     daemon = Daemon(config, events=udev, notifier=Notifier(), publisher=publisher)
     try:

@@ -388,6 +388,12 @@ class FakeController:
         if self.reconcile_error is not None:
             raise self.reconcile_error
 
+    async def apply(self, devices: list[str], offline_timeout: float | None) -> str:
+        self.calls.append(f"apply {' '.join(devices)} {offline_timeout}".rstrip())
+        if self.reconcile_error is not None:
+            raise self.reconcile_error
+        return json.dumps({"kind": "apply", "devices": [{"name": d} for d in devices]})
+
     def plan_json(self) -> str:
         self.calls.append("plan")
         if self.plan_error is not None:

@@ -187,7 +187,7 @@ def test_drift_that_would_take_memory_is_reported_not_undone(
             held = h.publisher.devices["dax0.0"]
             assert held.state is DeviceState.DRIFTED
             # An explicit Reconcile (D-Bus) applies the policy fully.
-            await h.daemon.reconcile(force=True)
+            await h.daemon.reconcile()
             assert driver(pmem_kernel, "dax0.0") == "device_dax"
             done = h.publisher.devices["dax0.0"]
             assert done.state is DeviceState.APPLIED
@@ -382,8 +382,9 @@ def test_start_puts_back_auto_online_left_switched_by_a_dead_daxd(
     it, even when every device is already in sync (no apply would run)."""
     auto = "devices/system/memory/auto_online_blocks"
     hmem_kernel.sysfs.write(auto, "online_movable")
-    run_dir = hmem_kernel.sysfs_root.parent / "run"
-    run_dir.mkdir()
+    run_dir = hmem_kernel.roots().runtime
+    assert run_dir is not None
+    run_dir.mkdir(parents=True)
     (run_dir / "auto_online_blocks.switched").write_text("online online_movable 999999999\n")
     with harness(hmem_kernel, tmp_path, "rules: []\n") as h:
 

@@ -70,7 +70,12 @@ def test_manager_properties_methods_and_signal() -> None:
     assert {p.name: p.signature for p in intro.properties} == MANAGER_SIGNATURES
     assert all(p.access.value == "read" for p in intro.properties)
     methods = {m.name: (m.in_signature, m.out_signature) for m in intro.methods}
-    assert methods == {"Reload": ("", ""), "Reconcile": ("", ""), "Plan": ("", "s")}
+    assert methods == {
+        "Reload": ("", ""),
+        "Reconcile": ("", ""),
+        "Apply": ("asa{sv}", "s"),
+        "Plan": ("", "s"),
+    }
     [signal] = intro.signals
     assert signal.name == "ActionCompleted"
     assert [(a.name, a.signature) for a in signal.args] == [

@@ -31,7 +31,7 @@ def test_refused_rule_is_logged_once(
         async def scenario() -> None:
             task = await start(h)
             assert h.publisher.devices["dax0.0"].state is DeviceState.REFUSED
-            await h.daemon.reconcile(force=True)  # the same refusal again: not logged again
+            await h.daemon.reconcile()  # the same refusal again: not logged again
             await stop(h, task)
 
         with caplog.at_level("WARNING"):

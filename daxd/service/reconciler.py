@@ -1,0 +1,335 @@
+"""The daemon's sysfs passes: read, decide, act. Runs in the worker thread only.
+
+Everything here belongs to that thread: what daxd knows of each device between passes, which
+device owns which memory block, when udev last spoke of each. The event loop hands in a
+:class:`Batch` (what to look at, and the policy to look with) and gets back a
+:class:`PassReport`; while a pass runs, the statuses and step results it produces are handed to
+the loop thread through a :class:`Sink`, and only the loop thread publishes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from daxd.apply.executor import ApplyOptions, DeviceResult, Outcome, StepResult, apply_device
+from daxd.apply.report import plan_entry, result_entry
+from daxd.kernel.model import BlockState, HotplugSettings
+from daxd.kernel.roots import Roots
+from daxd.kernel.scan import DeviceReading, read_device, read_state
+from daxd.kernel.sysfs import Sysfs
+from daxd.kernel.view import DeviceView, view
+from daxd.plan.planner import device_sort_key, plan_device
+from daxd.plan.steps import DevicePlan, Verdict
+from daxd.policy.model import Policy
+from daxd.service.drift import DriftAction, DriftFacts, decide, takes_memory_away
+from daxd.service.status import DeviceState, DeviceStatus
+
+log = logging.getLogger("daxd")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One pass's work, as the loop collected it from events and requests."""
+
+    policy: Policy
+    names: frozenset[str] | None  # devices to look at; None: every device (a full scan)
+    blocks: frozenset[int] = frozenset()  # memory blocks udev named; their owners are looked at
+    requested: frozenset[str] = frozenset()  # asked for through daxd: never drift
+    request_all: bool = False
+    # When udev last spoke of a device, a block (int) or something unknown (None), monotonic.
+    seen: tuple[tuple[str | int | None, float], ...] = ()
+    offline_timeout: float | None = None  # a request's own; None: the daemon's
+
+
+@dataclass(frozen=True)
+class PassReport:
+    hotplug: HotplugSettings | None
+    plans: dict[str, dict[str, Any]]  # plan entries (report.plan_entry) of the devices looked at
+    results: dict[str, dict[str, Any]]  # apply entries of the requested devices
+    gone: frozenset[str]  # devices that disappeared
+    diagnostics: tuple[str, ...] = ()
+
+
+class Sink(Protocol):
+    """How a pass hands things to the loop thread while it runs."""
+
+    def device(self, status: DeviceStatus) -> None: ...
+
+    def removed(self, name: str) -> None: ...
+
+    def step(self, device: str, result: StepResult) -> None: ...
+
+    def look_again(self, name: str, delay: float) -> None: ...
+
+
+@dataclass
+class Tracked:
+    """What daxd knows of one device between passes."""
+
+    known: DeviceView | None = None  # as daxd last saw or left it
+    status: DeviceStatus | None = None  # as last handed to the loop
+    changed_at: int = 0
+    holding: bool = False  # a restore that takes memory away waits for a request
+    drift_seen: DeviceView | None = None  # the drift last logged (logged once)
+
+
+@dataclass
+class ReconcilerConfig:
+    sysfs: Sysfs
+    roots: Roots
+    offline_timeout: float
+    drift_grace: float
+
+
+def now_usec() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass
+class Reconciler:
+    config: ReconcilerConfig
+    sink: Sink
+    stop: threading.Event
+    tracked: dict[str, Tracked] = field(default_factory=dict)
+    block_owner: dict[int, str] = field(default_factory=dict)  # memoryN -> device
+    last_event: dict[str | None, float] = field(default_factory=dict)
+    hotplug: HotplugSettings | None = None
+    passes: int = 0
+
+    def run_pass(self, batch: Batch) -> PassReport:
+        self.passes += 1
+        self._note_events(batch)
+        names = batch.names
+        unknown_block = any(b not in self.block_owner for b in batch.blocks)
+        gone: set[str] = set()
+        diagnostics: tuple[str, ...] = ()
+        if names is None or unknown_block or self.hotplug is None:
+            state = read_state(self.config.sysfs)
+            self.hotplug = state.hotplug
+            diagnostics = tuple(str(d) for d in state.diagnostics)
+            for d in diagnostics:
+                log.warning("sysfs: %s", d)
+            gone = set(self.tracked) - set(state.devices)
+            chosen = set(state.devices)
+            self.block_owner = {b.index: n for n, blocks in state.blocks.items() for b in blocks}
+        else:
+            chosen = set(names) | {self.block_owner[b] for b in batch.blocks}
+        plans: dict[str, dict[str, Any]] = {}
+        results: dict[str, dict[str, Any]] = {}
+        for name in sorted(chosen, key=device_sort_key):
+            if self.stop.is_set():
+                break
+            requested = batch.request_all or name in batch.requested
+            if not self._device(batch, name, requested, plans, results):
+                gone.add(name)
+        for name in gone:
+            self._forget(name)
+        return PassReport(self.hotplug, plans, results, frozenset(gone), diagnostics)
+
+    def _note_events(self, batch: Batch) -> None:
+        for key, at in batch.seen:
+            owner = self.block_owner.get(key) if isinstance(key, int) else key
+            self.last_event[owner] = max(at, self.last_event.get(owner, 0.0))
+
+    def quiet_for(self, name: str) -> float:
+        """Seconds since udev last said something about the device (or an unknown block)."""
+        last = max(self.last_event.get(name, 0.0), self.last_event.get(None, 0.0))
+        return time.monotonic() - last
+
+    def _device(
+        self,
+        batch: Batch,
+        name: str,
+        requested: bool,
+        plans: dict[str, dict[str, Any]],
+        results: dict[str, dict[str, Any]],
+    ) -> bool:
+        """Look at one device and act as the rules say; False when it is gone."""
+        assert self.hotplug is not None
+        policy = batch.policy
+        reading = read_device(self.config.sysfs, name, self.hotplug)
+        if reading.device is None:
+            return False
+        for b in reading.blocks:
+            self.block_owner[b.index] = name
+        tracked = self.tracked.setdefault(name, Tracked())
+        current = view(reading.device, reading.blocks)
+        plan = plan_device(
+            reading.device, reading.blocks, self.hotplug, policy.match(reading.device)
+        )
+        drifted = tracked.known is not None and tracked.known != current and not requested
+        if drifted and current != tracked.drift_seen:
+            log.warning(
+                "%s: changed outside daxd: %s", name, describe_change(tracked.known, current)
+            )
+        tracked.drift_seen = current if drifted else None
+        decision = decide(
+            DriftFacts(
+                changes=plan.verdict is Verdict.CHANGE,
+                takes_memory_away=takes_memory_away(plan),
+                requested=requested,
+                drifted=drifted,
+                holding=tracked.holding,
+                quiet_for=self.quiet_for(name),
+                grace=self.config.drift_grace,
+                someone_offlining=any(b.state == BlockState.GOING_OFFLINE for b in reading.blocks),
+            )
+        )
+        tracked.holding = decision.holding
+        if decision.action is DriftAction.HOLD:
+            message = (
+                "changed outside daxd; restoring the policy would take memory offline, "
+                "which daxd does only on request (Reconcile, `daxd apply`, reload)"
+            )
+            if drifted:
+                log.warning("%s: %s", name, message)
+            tracked.known = current
+            self._publish(name, current, plan, DeviceState.DRIFTED, message)
+            plans[name] = plan_entry(reading.device, reading.blocks, plan)
+            return True
+        if decision.action is DriftAction.WAIT:
+            self.sink.look_again(name, decision.retry_in)
+            message = (
+                "changed outside daxd; restoring the policy once nothing has changed it for "
+                f"{self.config.drift_grace:g} s"
+            )
+            self._publish(name, current, plan, DeviceState.DRIFTED, message)
+            plans[name] = plan_entry(reading.device, reading.blocks, plan)
+            return True
+        if decision.action is DriftAction.REPORT and not requested:
+            tracked.known = current
+            state, error = plan_state(plan)
+            before = tracked.status
+            if state is DeviceState.REFUSED and (
+                before is None or (before.state, before.last_error) != (state, error)
+            ):
+                # Say it once in the journal too, not only on D-Bus (e.g. pmem without consent).
+                log.warning("%s: rule %r not applied: %s", name, plan.rule, error)
+            self._publish(name, current, plan, state, error)
+            plans[name] = plan_entry(reading.device, reading.blocks, plan)
+            return True
+        # APPLY, or a request (whose answer is an apply result even when nothing is to do).
+        tracked.drift_seen = None
+        if plan.verdict is Verdict.CHANGE:
+            self._publish(name, current, plan, DeviceState.PENDING, "")
+        result = self._apply(batch, name, reading)
+        final = result.final or current
+        tracked.known = final
+        state, error = result_state(result)
+        if state is DeviceState.REFUSED and (
+            tracked.status is None
+            or (tracked.status.state, tracked.status.last_error) != (state, error)
+        ):
+            log.warning("%s: rule %r not applied: %s", name, plan.rule, error)
+        if drifted and state is DeviceState.APPLIED and result.results:
+            log.info("%s: restored to rule %r", name, result.plan.rule if result.plan else "")
+        self._publish(name, final, result.plan or plan, state, error)
+        for b in result.final_blocks:  # the executor's last read of the device
+            self.block_owner[b.index] = name
+        if requested:
+            results[name] = result_entry(reading.device, reading.blocks, result)
+        after = self._plan_after(policy, result, plan)
+        if result.final_device is not None:
+            plans[name] = plan_entry(result.final_device, result.final_blocks, after)
+        return result.outcome is not Outcome.GONE
+
+    def _apply(self, batch: Batch, name: str, reading: DeviceReading) -> DeviceResult:
+        assert self.hotplug is not None
+        return apply_device(
+            self.config.sysfs,
+            batch.policy,
+            name,
+            self.hotplug,
+            ApplyOptions(
+                proc_root=self.config.roots.proc,
+                offline_timeout=batch.offline_timeout or self.config.offline_timeout,
+                runtime_dir=self.config.roots.runtime,
+                should_stop=self.stop.is_set,
+                on_step=self.sink.step,
+            ),
+            reading=reading,  # just read: the apply plans from what the checks above saw
+        )
+
+    def _plan_after(self, policy: Policy, result: DeviceResult, before: DevicePlan) -> DevicePlan:
+        """What a plan says now, from the executor's last read (no new sysfs read)."""
+        if result.final_device is None or self.hotplug is None:
+            return before
+        device = result.final_device
+        return plan_device(device, result.final_blocks, self.hotplug, policy.match(device))
+
+    def _forget(self, name: str) -> None:
+        if self.tracked.pop(name, None) is not None:
+            log.info("%s: removed", name)
+            self.sink.removed(name)
+        self.block_owner = {i: n for i, n in self.block_owner.items() if n != name}
+        self.last_event.pop(name, None)
+
+    def _publish(
+        self, name: str, current: DeviceView, plan: DevicePlan, state: DeviceState, error: str
+    ) -> None:
+        tracked = self.tracked.setdefault(name, Tracked())
+        status = make_status(current, plan, state, error, tracked.changed_at)
+        previous = tracked.status
+        if previous is not None and status == previous:
+            return
+        if previous is None or previous.state != state or previous.last_error != error:
+            tracked.changed_at = now_usec()
+            status = make_status(current, plan, state, error, tracked.changed_at)
+        tracked.status = status
+        self.sink.device(status)
+
+
+def describe_change(before: DeviceView | None, after: DeviceView) -> str:
+    if before is None:
+        return "first seen"
+    parts = []
+    for attr in ("mode", "zone", "memmap_on_memory", "blocks_online", "blocks_total"):
+        a, b = getattr(before, attr), getattr(after, attr)
+        if a != b:
+            parts.append(f"{attr} {a!r} -> {b!r}")
+    return ", ".join(parts) or "no visible change"
+
+
+def plan_state(plan: DevicePlan) -> tuple[DeviceState, str]:
+    if plan.verdict in (Verdict.UNMANAGED, Verdict.IGNORED):
+        return DeviceState.UNMANAGED, ""
+    if plan.verdict is Verdict.REFUSED:
+        return DeviceState.REFUSED, plan.reason
+    return DeviceState.APPLIED, ""
+
+
+def result_state(result: DeviceResult) -> tuple[DeviceState, str]:
+    if result.outcome in (Outcome.APPLIED, Outcome.IN_SYNC):
+        return DeviceState.APPLIED, ""
+    if result.outcome is Outcome.REFUSED:
+        return DeviceState.REFUSED, result.error
+    if result.outcome in (Outcome.UNMANAGED, Outcome.IGNORED):
+        return DeviceState.UNMANAGED, ""
+    return DeviceState.FAILED, result.error or str(result.outcome)
+
+
+def make_status(
+    v: DeviceView, plan: DevicePlan, state: DeviceState, error: str, changed_at: int
+) -> DeviceStatus:
+    return DeviceStatus(
+        name=v.name,
+        provider=v.provider,
+        size=v.size,
+        numa_node=-1 if v.numa_node is None else v.numa_node,
+        target_node=-1 if v.target_node is None else v.target_node,
+        driver=v.driver,
+        mode=v.mode,
+        zone=v.zone,
+        memmap_on_memory="" if v.memmap_on_memory is None else str(v.memmap_on_memory).lower(),
+        blocks_online=v.blocks_online,
+        blocks_total=v.blocks_total,
+        rule=plan.rule or "",
+        desired_mode=plan.desired.mode if plan.desired else ("ignore" if plan.rule else ""),
+        state=state,
+        last_error=error,
+        last_change=changed_at,
+    )
