@@ -46,6 +46,15 @@ SETTINGS_FULL: list[dict[str, Any]] = [
     },
 ]
 
+# `python -m bench.vm --client`: the command as a client of the daemon against daxctl (issue 10).
+SETTINGS_CLIENT: list[dict[str, Any]] = [
+    {
+        "label": "offline",
+        "auto_online_blocks": "offline",
+        "methods": ["bare", "daxctl", "daxd-apply", "daxd-client"],
+    },
+]
+
 STARTUP = r"""
 # start to READY: ExecMainStartTimestamp (exec) -> ActiveEnterTimestamp (READY=1), from systemd
 startup() {
@@ -89,12 +98,12 @@ python3 "$LAB_IN/files/vm_guest.py" --runs "$BENCH_RUNS" --settings "$BENCH_SETT
 )
 
 
-def run(quick: bool, large_mib: int | None = None) -> dict[str, Any]:
+def run(quick: bool, large_mib: int | None = None, client: bool = False) -> dict[str, Any]:
     from tests.vm.lab import Lab, NvdimmSpec, Scenario
 
     large = large_mib or (4 * GiB_MiB if quick else 32 * GiB_MiB)
     runs = 1 if quick else 5
-    settings = SETTINGS_FULL
+    settings = SETTINGS_CLIENT if client else SETTINGS_FULL
     lab = Lab.default()
     disk = lab.installed_disk()
     env = (
@@ -200,6 +209,10 @@ def report(data: dict[str, Any]) -> None:
                     rows,
                 )
             )
+            client = per.get("daxd-client")
+            if client:
+                idle = statistics.median(s["to_devdax"]["in_sync"] for s in client)
+                print(f"daxd-client, `daxd apply` of a device in sync (median): {idle:.3f} s")
             if bare:
                 parts = {
                     d: {k: round(_median(bare, d, k), 4) for k in bare[0][d] if k != "total"}
@@ -225,8 +238,11 @@ def _main() -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--large-mib", type=int)
     p.add_argument("--json", type=Path)
+    p.add_argument(
+        "--client", action="store_true", help="only `daxd apply` via the daemon against daxctl"
+    )
     args = p.parse_args()
-    data = run(args.quick, args.large_mib)
+    data = run(args.quick, args.large_mib, args.client)
     if args.json:
         args.json.write_text(json.dumps(data, indent=1) + "\n")
     return 0

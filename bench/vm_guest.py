@@ -399,6 +399,9 @@ def run_setting(
     out: dict[str, list[dict[str, dict[str, float]]]] = {m: [] for m in chosen}
     for _ in range(runs):
         for method in chosen:
+            if method == "daxd-client":
+                out[method].append(client_round(name, blocks))
+                continue
             if method == "daemon":
                 run_quiet(["systemctl", "start", "daxd.service"])
                 # The device enters system RAM by daxd's own hand first.
@@ -426,6 +429,30 @@ def run_setting(
     if memmap is not None:
         write(f"{DAX}/devices/{name}/memmap_on_memory", "0")
     return out
+
+
+def client_round(name: str, blocks: list[int]) -> dict[str, dict[str, float]]:
+    """`daxd apply DEVICE` with daxd.service running: the command asks the daemon, which takes
+    the edited policy file and converts; timed from exec to exit of the command."""
+    run_quiet(["systemctl", "start", "daxd.service"])
+    try:
+        install_policy("ram", name)
+        forward = timed_command(["daxd", "apply", name])
+        check(name, blocks, "ram")
+        install_policy("devdax", name)
+        back = timed_command(["daxd", "apply", name])
+        check(name, blocks, "devdax")
+        # in sync: what the client path costs around the daemon's answer
+        idle = timed_command(["daxd", "apply", name])
+    finally:
+        run_quiet(["systemctl", "stop", "daxd.service"])
+    print(
+        f"{name} daxd-client: to_ram {forward['total']:.3f} s, to_devdax {back['total']:.3f} s, "
+        f"in sync {idle['total']:.3f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+    return {"to_ram": forward, "to_devdax": {**back, "in_sync": idle["total"]}}
 
 
 def _is_ram(name: str, blocks: list[int]) -> bool:
