@@ -13,9 +13,9 @@ import logging
 import os
 from pathlib import Path
 
-from daxd.kernel.blocks import ONLINE_TYPES
+from daxd.kernel.layout import AUTO_ONLINE_PATH
+from daxd.kernel.model import OnlineType
 from daxd.kernel.sysfs import Sysfs, SysfsError
-from daxd.plan.steps import AUTO_ONLINE_PATH
 
 log = logging.getLogger("daxd.apply")
 
@@ -47,7 +47,8 @@ def recover(sysfs: Sysfs, runtime_dir: Path) -> str | None:
         return None
     except OSError as e:
         return f"cannot read {path}: {e.strerror}"
-    if len(words) != 3 or not all(w in ONLINE_TYPES for w in words[:2]) or not words[2].isdigit():
+    known = all(OnlineType.parse(w) is not None for w in words[:2])
+    if len(words) != 3 or not known or not words[2].isdigit():
         clear(runtime_dir)
         return f"ignored {path}: not 'ORIGINAL TEMPORARY PID'"
     original, temporary, pid = words[0], words[1], int(words[2])

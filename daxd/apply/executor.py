@@ -25,13 +25,34 @@ from enum import StrEnum
 from pathlib import Path
 
 from daxd.apply import autoonline
-from daxd.kernel.model import DRIVER_KMEM, DaxDevice, HotplugSettings, MemoryBlock
+from daxd.kernel.layout import block_path
+from daxd.kernel.model import (
+    DRIVER_KMEM,
+    BlockState,
+    DaxDevice,
+    HotplugSettings,
+    KernelZone,
+    MemoryBlock,
+    OnlineType,
+    parse_zones,
+)
+from daxd.kernel.roots import DEFAULT_OFFLINE_TIMEOUT
 from daxd.kernel.scan import DeviceReading, read_binding, read_device
 from daxd.kernel.sysfs import Sysfs, SysfsError
 from daxd.kernel.users import find_device_users
 from daxd.kernel.view import DeviceView, view
 from daxd.plan.planner import plan_device
-from daxd.plan.steps import AUTO_ONLINE_PATH, Action, DevicePlan, Step, Verdict, block_path
+from daxd.plan.steps import (
+    BLOCK_ACTIONS,
+    Action,
+    DevicePlan,
+    Step,
+    Verdict,
+    auto_online_step,
+    block_step,
+    driver_step,
+    memmap_step,
+)
 from daxd.policy.model import Policy
 
 log = logging.getLogger("daxd.apply")
@@ -80,7 +101,8 @@ class DeviceResult:
 @dataclass(frozen=True)
 class ApplyOptions:
     proc_root: Path = Path("/proc")
-    offline_timeout: float = 30.0  # per block; offlining loops in the kernel until interrupted
+    # per block; offlining loops in the kernel until interrupted
+    offline_timeout: float = DEFAULT_OFFLINE_TIMEOUT
     max_rounds: int = 4
     should_stop: Callable[[], bool] = lambda: False
     on_step: Callable[[str, StepResult], None] | None = None  # after every write
@@ -170,9 +192,7 @@ class _Run:
         return self.result
 
     def run_plan(self, plan: DevicePlan, reading: DeviceReading) -> None:
-        structural = any(
-            s.action not in (Action.OFFLINE_BLOCK, Action.ONLINE_BLOCK) for s in plan.steps
-        )
+        structural = any(s.action not in BLOCK_ACTIONS for s in plan.steps)
         if structural:
             memmap = reading.device.memmap_on_memory if reading.device is not None else None
             self.run_structural(plan.steps, reading.blocks, memmap)
@@ -186,7 +206,7 @@ class _Run:
         zones = {b.index: b.zone for b in blocks}
         offlined: list[int] = []
         left: str | None = None  # the driver this run unbound the device from
-        memmap_path: str | None = None  # memmap_on_memory, once this run tried to change it
+        memmap_changed = False  # this run tried to change memmap_on_memory
         switched: str | None = None  # auto_online_blocks before this run switched it
         try:
             for step in steps:
@@ -202,12 +222,12 @@ class _Run:
                     continue
                 self.check_preconditions(step)
                 if step.action is Action.SET_MEMMAP:
-                    memmap_path = step.path
+                    memmap_changed = True
                 self.write(step)
                 if step.action is Action.OFFLINE_BLOCK and step.block is not None:
                     offlined.append(step.block)
                 elif step.action is Action.UNBIND:
-                    left = _driver_of(step)
+                    left = step.driver
         except _StepFailed:
             if switched is not None:  # first, so that a rebind below binds as the kernel would
                 original, switched = switched, None
@@ -215,8 +235,8 @@ class _Run:
             if left is not None and self.still_unbound():
                 # Half-way between drivers: give the device back to the one it had, as it had
                 # it, so that /dev/daxX.Y or the memory comes back instead of an unbound device.
-                if memmap_path is not None and memmap is not None:
-                    self.restore_memmap(memmap_path, memmap)
+                if memmap_changed and memmap is not None:
+                    self.restore_memmap(memmap)
                 self.rebind(left)
             self.restore_online(offlined, zones)
             raise
@@ -225,11 +245,8 @@ class _Run:
                 self.undo_switch(switched)
 
     def undo_switch(self, original: str) -> None:
-        step = Step(
-            Action.RESTORE_AUTO_ONLINE,
-            AUTO_ONLINE_PATH,
-            original,
-            "undo: put the kernel's setting back",
+        step = auto_online_step(
+            Action.RESTORE_AUTO_ONLINE, original, "undo: put the kernel's setting back"
         )
         self.restore_auto_online(step, original, rollback=True)
 
@@ -277,42 +294,32 @@ class _Run:
         if self.opts.runtime_dir is not None:
             autoonline.clear(self.opts.runtime_dir)
 
-    def restore_memmap(self, path: str, value: bool) -> None:
+    def restore_memmap(self, value: bool) -> None:
         device = read_binding(self.sysfs, self.name)
         if device is None or device.memmap_on_memory is value:
             return
-        step = Step(
-            Action.SET_MEMMAP,
-            path,
-            "1" if value else "0",
-            "undo: the change failed, put memmap_on_memory back",
-        )
+        step = memmap_step(self.name, value, "undo: the change failed, put memmap_on_memory back")
         with contextlib.suppress(_StepFailed):
             self.write(step, rollback=True)
 
     def rebind(self, driver: str) -> None:
-        step = Step(
+        step = driver_step(
             Action.NEW_ID,
-            f"bus/dax/drivers/{driver}/new_id",
+            driver,
             self.name,
             f"undo: the change failed, give the device back to {driver}",
         )
         with contextlib.suppress(_StepFailed):
             self.write(step, rollback=True)
 
-    def restore_online(self, offlined: list[int], zones: dict[int, str | None]) -> None:
+    def restore_online(self, offlined: list[int], zones: dict[int, KernelZone | None]) -> None:
         for index in reversed(offlined):
             with contextlib.suppress(SysfsError):
-                if self.sysfs.read(block_path(index)) != "offline":
+                if self.sysfs.read(block_path(index)) != BlockState.OFFLINE:
                     continue  # removed with kmem's unbind, or onlined again when kmem re-bound
-            value = "online_movable" if zones.get(index) == "Movable" else "online_kernel"
-            step = Step(
-                Action.ONLINE_BLOCK,
-                block_path(index),
-                value,
-                "undo: the conversion failed, give the memory back",
-                block=index,
-            )
+            movable = zones.get(index) is KernelZone.MOVABLE
+            value = OnlineType.ONLINE_MOVABLE if movable else OnlineType.ONLINE_KERNEL
+            step = block_step(index, value, "undo: the conversion failed, give the memory back")
             # A failed undo is recorded; the final view shows the block offline.
             with contextlib.suppress(_StepFailed):
                 self.write(step, rollback=True)
@@ -352,8 +359,8 @@ class _Run:
             raise _StepFailed(failures[0] + more)
 
     def check_preconditions(self, step: Step) -> None:
-        if step.action is Action.UNBIND and step.path.startswith(f"bus/dax/drivers/{DRIVER_KMEM}/"):
-            online = [b.index for b in self.read().blocks if b.state != "offline"]
+        if step.action is Action.UNBIND and step.driver == DRIVER_KMEM:
+            online = [b.index for b in self.read().blocks if b.state is not BlockState.OFFLINE]
             if online:
                 self.refuse(
                     step,
@@ -390,11 +397,16 @@ class _Run:
             problem = self.read_back(step)
         except SysfsError as e:
             problem = e.message
-        if problem and step.action is Action.NEW_ID and self.still_unbound():
+        if (
+            problem
+            and step.action is Action.NEW_ID
+            and step.driver is not None
+            and step.device is not None
+            and self.still_unbound()
+        ):
             # new_id binds only when the driver's match says so; bind asks explicitly.
             self.record(StepResult(step, ok=True, rollback=rollback))
-            driver = step.path.split("/")[3]
-            bind = Step(Action.BIND, f"bus/dax/drivers/{driver}/bind", step.value, "bind now")
+            bind = driver_step(Action.BIND, step.driver, step.device, "bind now")
             self.write(bind, rollback=rollback)
             return
         if problem:
@@ -408,22 +420,8 @@ class _Run:
 
     def read_back(self, step: Step) -> str | None:
         """What is wrong after a write that the kernel accepted, or None."""
-        if step.action in (Action.OFFLINE_BLOCK, Action.ONLINE_BLOCK):
-            index = step.block
-            state = self.sysfs.read(block_path(index or 0, "state"))
-            if state is None:
-                return f"memory{index} disappeared"
-            if step.action is Action.OFFLINE_BLOCK:
-                return None if state == "offline" else f"memory{index} is {state} after offline"
-            if state != "online":
-                return f"memory{index} is {state} after {step.value}"
-            # only now: valid_zones of a block that is not online can oops (blocks.read_block)
-            zones = (self.sysfs.read(block_path(index or 0, "valid_zones")) or "").split()
-            if step.value == "online_movable" and zones != ["Movable"]:
-                return f"memory{index} came online in {' '.join(zones)}, not Movable"
-            if step.value == "online_kernel" and zones == ["Movable"]:
-                return f"memory{index} came online in Movable, not a kernel zone"
-            return None
+        if step.block is not None and step.action in BLOCK_ACTIONS:
+            return self.read_back_block(step, step.block)
         if step.action is Action.REMOVE_ID:
             return None
         if step.action in (Action.SET_AUTO_ONLINE, Action.RESTORE_AUTO_ONLINE):
@@ -432,13 +430,34 @@ class _Run:
         device = read_binding(self.sysfs, self.name)
         if device is None:
             return "the device disappeared"
-        driver = step.path.split("/")[3]
+        driver = step.driver
         if step.action is Action.UNBIND and device.driver == driver:
             return f"still bound to {driver} after unbind"
         if step.action in (Action.BIND, Action.NEW_ID) and device.driver != driver:
             return f"{driver} did not bind (driver: {device.driver or 'none'})"
         if step.action is Action.SET_MEMMAP and device.memmap_on_memory != (step.value == "1"):
             return f"memmap_on_memory reads {device.memmap_on_memory} after writing {step.value}"
+        return None
+
+    def read_back_block(self, step: Step, index: int) -> str | None:
+        text = self.sysfs.read(block_path(index, "state"))
+        if text is None:
+            return f"memory{index} disappeared"
+        state = BlockState(text)
+        if step.action is Action.OFFLINE_BLOCK:
+            if state is BlockState.OFFLINE:
+                return None
+            return f"memory{index} is {state} after offline"
+        if state is not BlockState.ONLINE:
+            return f"memory{index} is {state} after {step.value}"
+        # only now: valid_zones of a block that is not online can oops (blocks.read_block)
+        zones = parse_zones(self.sysfs.read(block_path(index, "valid_zones")))
+        movable = zones == (KernelZone.MOVABLE,)
+        wanted = OnlineType.parse(step.value)
+        if wanted is OnlineType.ONLINE_MOVABLE and not movable:
+            return f"memory{index} came online in {' '.join(zones)}, not Movable"
+        if wanted is OnlineType.ONLINE_KERNEL and movable:
+            return f"memory{index} came online in Movable, not a kernel zone"
         return None
 
     def record(self, result: StepResult) -> None:
@@ -452,11 +471,6 @@ class _Run:
             log.warning("%s: %s: FAILED: %s%s", self.name, what, result.error, rule)
         if self.opts.on_step is not None:
             self.opts.on_step(self.name, result)
-
-
-def _driver_of(step: Step) -> str:
-    """The driver of a bus/dax/drivers/<driver>/<attr> step."""
-    return step.path.split("/")[3]
 
 
 def apply_device(

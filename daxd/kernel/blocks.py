@@ -14,15 +14,27 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from daxd.kernel.attrs import AttrReader
-from daxd.kernel.model import HotplugSettings, MemoryBlock, Range
+from daxd.kernel.layout import (
+    AUTO_ONLINE_PATH,
+    BLOCK_SIZE_PATH,
+    MEMORY,
+    block_dir,
+    block_index,
+    block_path,
+    hotplug_param,
+)
+from daxd.kernel.model import (
+    BlockState,
+    HotplugSettings,
+    KernelZone,
+    MemoryBlock,
+    OnlineType,
+    Range,
+    parse_zones,
+)
 
-MEMORY = "devices/system/memory"
-PARAMS = "module/memory_hotplug/parameters"
-_BLOCK = re.compile(r"^memory([0-9]+)\Z")
 _NODE = re.compile(r"^node([0-9]+)\Z")
-ONLINE_TYPES = ("offline", "online", "online_kernel", "online_movable")  # memory.c
 ONLINE_POLICIES = ("contig-zones", "auto-movable")  # mm/memory_hotplug.c online_policy_to_str
-STATES = ("online", "offline", "going-offline")  # memory.c state_show()
 # Above this many candidate indices, one listdir is cheaper than probing each memoryN.
 _PROBE_LIMIT = 4096
 
@@ -46,9 +58,9 @@ def present_blocks(reader: AttrReader) -> list[int]:
     """Indices of all memoryN directories, ascending (names only: no attribute is read)."""
     out = []
     for name in reader.listdir(MEMORY):
-        m = _BLOCK.match(name)
-        if m:
-            out.append(int(m.group(1)))
+        index = block_index(name)
+        if index is not None:
+            out.append(index)
     out.sort()
     return out
 
@@ -71,39 +83,39 @@ def probe_blocks(reader: AttrReader, intervals: Sequence[tuple[int, int]]) -> li
         i
         for first, last in intervals
         for i in range(first, last + 1)
-        if reader.sysfs.exists(f"{MEMORY}/memory{i}")
+        if reader.sysfs.exists(block_dir(i))
     ]
 
 
 def read_block(reader: AttrReader, index: int) -> MemoryBlock | None:
     """One block, or None when it vanished while being read (hot-removed)."""
-    rel = f"{MEMORY}/memory{index}"
+    rel = block_dir(index)
     entries = reader.listdir(rel)
     if not entries:
         return None
-    state = reader.text(f"{rel}/state")
-    if state is None:
-        state = "unknown"
-    elif state not in STATES:
-        reader.note(f"{rel}/state", f"unexpected state {state[:40]!r}")
+    text = reader.text(block_path(index, "state"))
+    state = _state(reader, index, text) if text is not None else BlockState("unknown")
     # valid_zones of a block that is not online makes the kernel pick a default zone on the
     # block's node, and a block kmem has just added has no node yet (Linux 6.12 creates the
     # block devices with NUMA_NO_NODE and links the node afterwards): reading it then oopses
     # in zone_for_pfn_range() (seen in the lab, docs/lab.md). daxd needs the zone of online
     # blocks only.
-    zones = reader.text(f"{rel}/valid_zones", required=False) if state == "online" else None
-    phys_index = reader.integer(f"{rel}/phys_index", base=16)
+    zones = _zones(reader, index) if state is BlockState.ONLINE else ()
+    phys_index = reader.integer(block_path(index, "phys_index"), base=16)
     if phys_index is not None and phys_index != index:
-        reader.note(f"{rel}/phys_index", f"is {phys_index:#x}, expected {index:#x} (memory{index})")
+        reader.note(
+            block_path(index, "phys_index"),
+            f"is {phys_index:#x}, expected {index:#x} (memory{index})",
+        )
     nodes = [int(m.group(1)) for e in entries if (m := _NODE.match(e))]
     if len(nodes) > 1:
         reader.note(rel, f"links to several nodes: {sorted(nodes)}")
     return MemoryBlock(
         index=index,
         state=state,
-        valid_zones=tuple(zones.split()) if zones else (),
+        valid_zones=zones,
         phys_index=index if phys_index is None else phys_index,
-        removable=reader.flag(f"{rel}/removable", required=False),
+        removable=reader.flag(block_path(index, "removable"), required=False),
         node=nodes[0] if len(nodes) == 1 else None,
     )
 
@@ -120,19 +132,33 @@ def reread_block(reader: AttrReader, known: MemoryBlock) -> MemoryBlock | None:
     executor re-reads a device's blocks after every round, and for 16,384 blocks the other
     three reads each were most of that.  None when the block is gone.
     """
-    rel = f"{MEMORY}/memory{known.index}"
-    state = reader.text(f"{rel}/state", required=False)
-    if state is None:
-        return read_block(reader, known.index) if reader.sysfs.exists(rel) else None
-    if state not in STATES:
-        reader.note(f"{rel}/state", f"unexpected state {state[:40]!r}")
-    zones = reader.text(f"{rel}/valid_zones", required=False) if state == "online" else None
-    return replace(known, state=state, valid_zones=tuple(zones.split()) if zones else ())
+    index = known.index
+    text = reader.text(block_path(index, "state"), required=False)
+    if text is None:
+        return read_block(reader, index) if reader.sysfs.exists(block_dir(index)) else None
+    state = _state(reader, index, text)
+    zones = _zones(reader, index) if state is BlockState.ONLINE else ()
+    return replace(known, state=state, valid_zones=zones)
+
+
+def _state(reader: AttrReader, index: int, text: str) -> BlockState:
+    state = BlockState(text)
+    if not state.known:
+        reader.note(block_path(index, "state"), f"unexpected state {text[:40]!r}")
+    return state
+
+
+def _zones(reader: AttrReader, index: int) -> tuple[KernelZone, ...]:
+    zones = parse_zones(reader.text(block_path(index, "valid_zones"), required=False))
+    unknown = [z for z in zones if not z.known]
+    if unknown:
+        reader.note(block_path(index, "valid_zones"), f"unknown zone {unknown[0][:40]!r}")
+    return zones
 
 
 def read_block_size(reader: AttrReader) -> int | None:
     """block_size_bytes: "%lx", hexadecimal without 0x (memory.c block_size_bytes_show())."""
-    rel = f"{MEMORY}/block_size_bytes"
+    rel = BLOCK_SIZE_PATH
     if not reader.sysfs.exists(MEMORY):
         return None  # CONFIG_MEMORY_HOTPLUG off: nothing to map
     size = reader.integer(rel, base=16)
@@ -157,8 +183,9 @@ def read_hotplug(
     lowest-numbered block is asked (one read).  No blocks at all: False (nothing can be removed).
     """
     exists = block_size is not None
-    auto_online = _word(reader, f"{MEMORY}/auto_online_blocks", ONLINE_TYPES, required=exists)
-    policy = _word(reader, f"{PARAMS}/online_policy", ONLINE_POLICIES, required=False)
+    online_types = tuple(t.value for t in OnlineType)
+    auto_online = _word(reader, AUTO_ONLINE_PATH, online_types, required=exists)
+    policy = _word(reader, hotplug_param("online_policy"), ONLINE_POLICIES, required=False)
     memmap = _memmap_param(reader)
     known = list(blocks)
     if not known and present:
@@ -167,7 +194,7 @@ def read_hotplug(
     hotremove = any(b.removable or b.valid_zones for b in known)
     return HotplugSettings(
         block_size=block_size,
-        auto_online_blocks=auto_online,
+        auto_online_blocks=OnlineType(auto_online) if auto_online is not None else None,
         memmap_on_memory=memmap,
         online_policy=policy,
         hotremove=hotremove,
@@ -186,7 +213,7 @@ def _word(reader: AttrReader, rel: str, words: tuple[str, ...], *, required: boo
 
 def _memmap_param(reader: AttrReader) -> bool | None:
     """memory_hotplug.memmap_on_memory: "Y"/"N", or "force" (mm/memory_hotplug.c, Linux >= 6.6)."""
-    rel = f"{PARAMS}/memmap_on_memory"
+    rel = hotplug_param("memmap_on_memory")
     value = reader.text(rel, required=False)
     if value is None:
         return None  # CONFIG_MHP_MEMMAP_ON_MEMORY off (or no memory_hotplug module params)

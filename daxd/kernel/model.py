@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class Provider(StrEnum):
@@ -53,22 +54,84 @@ class DaxDevice:
         return self.size == 0
 
 
+class KernelWord(StrEnum):
+    """A word sysfs prints: the known ones are members.  Any other text becomes a value that is
+    not ``known`` and equals the text as read, so a word from a newer kernel (or damage) neither
+    crashes daxd nor disappears: it prints, compares and lands in JSON verbatim."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if not isinstance(value, str):
+            return None
+        word = str.__new__(cls, value)
+        word._name_ = "UNKNOWN"
+        word._value_ = value
+        return word
+
+    @property
+    def known(self) -> bool:
+        return self._value_ in type(self)._value2member_map_
+
+
+class BlockState(KernelWord):
+    """memoryN/state as memory.c state_show() prints it."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+    GOING_OFFLINE = "going-offline"  # offline_pages() is migrating the block's pages
+
+
+class KernelZone(KernelWord):
+    """A zone name in memoryN/valid_zones (mm/page_alloc.c zone_names)."""
+
+    DMA = "DMA"
+    DMA32 = "DMA32"
+    NORMAL = "Normal"
+    HIGHMEM = "HighMem"  # 32-bit only
+    MOVABLE = "Movable"
+    DEVICE = "Device"
+    # valid_zones_show() prints "none" for an online block whose pages span several zones.
+    NONE = "none"
+
+
+def parse_zones(text: str | None) -> tuple[KernelZone, ...]:
+    """valid_zones: the zone of an online block, or the candidates, default first."""
+    return tuple(KernelZone(word) for word in text.split()) if text else ()
+
+
+class OnlineType(StrEnum):
+    """What memoryN/state and auto_online_blocks take (memory.c online_type_to_str); daxd writes
+    these, so an unknown word is an error, not a value."""
+
+    OFFLINE = "offline"
+    ONLINE = "online"  # the kernel picks the zone (online_policy)
+    ONLINE_KERNEL = "online_kernel"
+    ONLINE_MOVABLE = "online_movable"
+
+    @classmethod
+    def parse(cls, text: str) -> OnlineType | None:
+        try:
+            return cls(text)
+        except ValueError:
+            return None
+
+
 @dataclass(frozen=True)
 class MemoryBlock:
     index: int  # N of memoryN
-    state: str  # "online", "offline", "going-offline" (verbatim)
-    valid_zones: tuple[str, ...]  # online: the zone it is in; offline: candidates, default first
+    state: BlockState
+    valid_zones: tuple[KernelZone, ...]  # online: the zone it is in; offline: candidates
     phys_index: int
     removable: bool | None
     node: int | None
 
     @property
     def online(self) -> bool:
-        return self.state == "online"
+        return self.state is BlockState.ONLINE
 
     @property
-    def zone(self) -> str | None:
-        """The zone of an online block ("Movable", "Normal", ...); None when offline."""
+    def zone(self) -> KernelZone | None:
+        """The zone of an online block (Movable, Normal, ...); None when offline."""
         if self.online and len(self.valid_zones) == 1:
             return self.valid_zones[0]
         return None
@@ -88,7 +151,7 @@ class Diagnostic:
 @dataclass(frozen=True)
 class HotplugSettings:
     block_size: int | None  # bytes
-    auto_online_blocks: str | None  # "online", "offline", "online_movable", "online_kernel"
+    auto_online_blocks: OnlineType | None
     memmap_on_memory: bool | None  # module parameter memory_hotplug.memmap_on_memory
     online_policy: str | None  # "contig-zones" / "auto-movable"
     # CONFIG_MEMORY_HOTREMOVE (offline and hot-remove possible): a block reads removable=1 or has

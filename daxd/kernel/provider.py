@@ -18,6 +18,7 @@ import posixpath
 import re
 
 from daxd.kernel.attrs import AttrReader
+from daxd.kernel.layout import namespace_path
 from daxd.kernel.model import Provider
 
 _PMEM = re.compile(r"(?:^|/)ndbus[0-9]+/region[0-9]+/")
@@ -62,7 +63,7 @@ def read_pmem_identity(reader: AttrReader, nd_dax: str) -> tuple[str | None, str
         namespace = None
     uuid = _uuid(reader, f"{nd_dax}/uuid")
     if uuid is None and namespace is not None:
-        uuid = _uuid(reader, f"{posixpath.dirname(nd_dax)}/{namespace}/uuid")
+        uuid = _uuid(reader, namespace_path(nd_dax, namespace, "uuid"))
     return namespace, uuid
 
 

@@ -9,8 +9,6 @@ Diagnostics).  Attributes per device as drivers/dax/bus.c (Linux 6.12) exposes t
 
 from __future__ import annotations
 
-import posixpath
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -25,6 +23,16 @@ from daxd.kernel.blocks import (
     read_hotplug,
     reread_block,
 )
+from daxd.kernel.layout import (
+    DAX_CLASS,
+    DAX_DEVICES,
+    DEVICE_NAME,
+    MAPPING_NAME,
+    device_dir,
+    legacy_device_dir,
+    region_parent,
+    region_path,
+)
 from daxd.kernel.model import (
     DRIVER_DEVDAX,
     DaxDevice,
@@ -38,11 +46,6 @@ from daxd.kernel.model import (
 from daxd.kernel.provider import detect_provider, read_pmem_identity
 from daxd.kernel.sysfs import Sysfs
 
-BUS_DEVICES = "bus/dax/devices"
-CLASS_DAX = "class/dax"
-DEVICE_NAME = re.compile(r"^dax([0-9]+)\.([0-9]+)\Z")
-_MAPPING = re.compile(r"^mapping([0-9]+)\Z")
-
 
 @dataclass(frozen=True)
 class DeviceReading:
@@ -55,19 +58,19 @@ class DeviceReading:
 
 def read_state(sysfs: Sysfs) -> KernelState:
     reader = AttrReader(sysfs)
-    bus_names = _device_names(reader, BUS_DEVICES)
-    class_names = _device_names(reader, CLASS_DAX) if sysfs.exists(CLASS_DAX) else []
+    bus_names = _device_names(reader, DAX_DEVICES)
+    class_names = _device_names(reader, DAX_CLASS) if sysfs.exists(DAX_CLASS) else []
     legacy = bool(class_names) and not bus_names
     if legacy:
         reader.note(
-            CLASS_DAX,
+            DAX_CLASS,
             "legacy /sys/class/dax device model (dax_pmem_compat): devices "
             "cannot change mode; see 'daxd migrate-device-model'",
         )
-    base = CLASS_DAX if legacy else BUS_DEVICES
+    dir_of = legacy_device_dir if legacy else device_dir
     devices: dict[str, DaxDevice] = {}
     for name in bus_names or class_names:
-        device = _read_device(reader, f"{base}/{name}", name, legacy=legacy)
+        device = _read_device(reader, dir_of(name), name, legacy=legacy)
         if device is not None:
             devices[name] = device
 
@@ -100,11 +103,11 @@ def read_device(
     """
     reader = AttrReader(sysfs)
     if not DEVICE_NAME.match(name):
-        reader.note(BUS_DEVICES, f"not a dax device name: {name[:40]!r}")
+        reader.note(DAX_DEVICES, f"not a dax device name: {name[:40]!r}")
         return DeviceReading(None, (), tuple(reader.diagnostics))
-    rel, legacy = f"{BUS_DEVICES}/{name}", False
-    if not sysfs.exists(rel) and sysfs.exists(f"{CLASS_DAX}/{name}"):
-        rel, legacy = f"{CLASS_DAX}/{name}", True
+    rel, legacy = device_dir(name), False
+    if not sysfs.exists(rel) and sysfs.exists(legacy_device_dir(name)):
+        rel, legacy = legacy_device_dir(name), True
     if not sysfs.exists(rel):
         return DeviceReading(None, (), tuple(reader.diagnostics))
     device = _read_device(reader, rel, name, legacy=legacy)
@@ -137,11 +140,11 @@ def read_binding(sysfs: Sysfs, name: str) -> Binding | None:
     """
     if not DEVICE_NAME.match(name):
         return None
-    rel = f"{BUS_DEVICES}/{name}"
+    rel = device_dir(name)
     if sysfs.exists(rel):
         memmap = AttrReader(sysfs).flag(f"{rel}/memmap_on_memory", required=False)
         return Binding(sysfs.link_name(f"{rel}/driver"), memmap)
-    if sysfs.exists(f"{CLASS_DAX}/{name}"):
+    if sysfs.exists(legacy_device_dir(name)):
         return Binding(DRIVER_DEVDAX, None)  # as _read_device: the class model has no driver
     return None
 
@@ -190,11 +193,7 @@ def _read_device(reader: AttrReader, rel: str, name: str, *, legacy: bool) -> Da
     if devpath == "." or devpath.startswith("../") or devpath == "..":
         reader.note(rel, f"resolves outside the sysfs tree ({devpath[:60]!r})")
         devpath = rel
-    # The dax region's attributes hang on the device's parent; in the class model the device sits
-    # one level deeper (<parent>/dax/daxX.Y, libdaxctl dax_region_path()).
-    parent = posixpath.dirname(devpath)
-    if legacy:
-        parent = posixpath.dirname(parent)
+    parent = region_parent(devpath, legacy=legacy)
 
     size = reader.integer(f"{rel}/size")
     resource = reader.integer(f"{rel}/resource", base=16, required=False)
@@ -231,12 +230,12 @@ def _region_id(reader: AttrReader, name: str, parent: str) -> int:
     m = DEVICE_NAME.match(name)
     assert m is not None
     from_name = int(m.group(1))
-    region_id = reader.integer(f"{parent}/dax_region/id", required=False)
+    region_id = reader.integer(region_path(parent, "id"), required=False)
     if region_id is None:
         return from_name
     if region_id != from_name:
         # bus.c names devices "dax%d.%d" from dax_region->id: a mismatch means a foreign layout.
-        reader.note(f"{parent}/dax_region/id", f"region {region_id} does not match {name}")
+        reader.note(region_path(parent, "id"), f"region {region_id} does not match {name}")
     return region_id
 
 
@@ -249,7 +248,9 @@ def _node(reader: AttrReader, rel: str) -> int | None:
 def _ranges(
     reader: AttrReader, rel: str, size: int | None, resource: int | None
 ) -> tuple[Range, ...]:
-    mappings = sorted((int(m.group(1)), e) for e in reader.listdir(rel) if (m := _MAPPING.match(e)))
+    mappings = sorted(
+        (int(m.group(1)), e) for e in reader.listdir(rel) if (m := MAPPING_NAME.match(e))
+    )
     ranges = []
     for _, entry in mappings:
         start = reader.integer(f"{rel}/{entry}/start", base=16)

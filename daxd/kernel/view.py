@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from daxd.kernel.model import DRIVER_DEVDAX, DRIVER_KMEM, DaxDevice, MemoryBlock
+from daxd.kernel.model import DRIVER_DEVDAX, DRIVER_KMEM, DaxDevice, KernelZone, MemoryBlock
 
 
 def observed_mode(device: DaxDevice) -> str:
@@ -18,10 +18,11 @@ def observed_mode(device: DaxDevice) -> str:
     return f"other:{device.driver}"
 
 
-def zone_word(kernel_zone: str | None) -> str:
+def zone_word(kernel_zone: KernelZone | None) -> str:
+    """The zone as the policy and the documents spell it: movable, normal, none, ..."""
     if kernel_zone is None:
         return ""
-    return "movable" if kernel_zone == "Movable" else kernel_zone.lower()
+    return kernel_zone.lower()
 
 
 def observed_zone(blocks: tuple[MemoryBlock, ...]) -> str:

@@ -15,38 +15,45 @@ from daxd.kernel.blocks import block_intervals
 from daxd.kernel.model import (
     DRIVER_DEVDAX,
     DRIVER_KMEM,
+    BlockState,
     DaxDevice,
     HotplugSettings,
     KernelState,
+    KernelZone,
     MemoryBlock,
+    OnlineType,
     Provider,
 )
 from daxd.kernel.view import zone_word
 from daxd.plan.steps import (
-    AUTO_ONLINE_PATH,
     Action,
     Desired,
     DevicePlan,
     Step,
     Verdict,
-    block_path,
-    device_path,
-    driver_path,
+    auto_online_step,
+    block_step,
+    driver_step,
+    memmap_step,
 )
 from daxd.policy.model import Mode, Policy, Rule, Zone
 
 # What to write to memoryN/state for each zone the policy can ask for.
-ONLINE_VALUE = {Zone.MOVABLE: "online_movable", Zone.NORMAL: "online_kernel", Zone.AUTO: "online"}
+ONLINE_VALUE = {
+    Zone.MOVABLE: OnlineType.ONLINE_MOVABLE,
+    Zone.NORMAL: OnlineType.ONLINE_KERNEL,
+    Zone.AUTO: OnlineType.ONLINE,
+}
 
 
 def zone_fits(block: MemoryBlock, zone: Zone) -> bool:
     """Whether an online block sits in the zone the policy wants."""
-    word = zone_word(block.zone)
     if zone is Zone.AUTO:
         return True
     if zone is Zone.MOVABLE:
-        return word == "movable"
-    return word not in ("movable", "none", "")
+        return block.zone is KernelZone.MOVABLE
+    # normal: a kernel zone; not a block spanning zones, nor one whose zone cannot be told
+    return block.zone not in (KernelZone.MOVABLE, KernelZone.NONE, None)
 
 
 def expected_span(device: DaxDevice, block_size: int | None) -> str:
@@ -104,7 +111,7 @@ def _removal_blockers(blocks: tuple[MemoryBlock, ...], hotplug: HotplugSettings)
     pinned = [b.index for b in blocks if b.removable is False]
     if pinned:
         return f"{block_span(pinned)} not removable (removable=0)"
-    mixed = [b.index for b in blocks if b.online and b.zone == "none"]
+    mixed = [b.index for b in blocks if b.online and b.zone is KernelZone.NONE]
     if mixed:
         return f"{block_span(mixed)} span several zones and cannot be offlined"
     return None
@@ -129,9 +136,9 @@ def zone_walk_order(blocks: Sequence[MemoryBlock]) -> list[MemoryBlock]:
 
 def _offline_steps(blocks: tuple[MemoryBlock, ...], why: str) -> list[Step]:
     return [
-        Step(Action.OFFLINE_BLOCK, block_path(b.index), "offline", why, block=b.index)
+        block_step(b.index, OnlineType.OFFLINE, why)
         for b in zone_walk_order(blocks)
-        if b.state != "offline"
+        if b.state is not BlockState.OFFLINE
     ]
 
 
@@ -152,27 +159,18 @@ def _plan_devdax(
                 plan, verdict=Verdict.REFUSED, reason=f"cannot go back to devdax: {blocker}"
             )
         steps += _offline_steps(blocks, "kmem may be unbound only when all its memory is offline")
-        steps.append(
-            Step(Action.UNBIND, driver_path(DRIVER_KMEM, "unbind"), device.name, "leave kmem")
-        )
+        steps.append(driver_step(Action.UNBIND, DRIVER_KMEM, device.name, "leave kmem"))
     steps.append(
-        Step(
+        driver_step(
             Action.REMOVE_ID,
-            driver_path(DRIVER_KMEM, "remove_id"),
+            DRIVER_KMEM,
             device.name,
             "so that a re-probe does not hand the device to kmem again",
         )
     )
     # new_id, not bind: since 6.3 hmem/CXL devices match only kmem by type, and device_dax
     # takes them only by id (as daxctl does). Adding the id binds an unbound device at once.
-    steps.append(
-        Step(
-            Action.NEW_ID,
-            driver_path(DRIVER_DEVDAX, "new_id"),
-            device.name,
-            "the rule wants devdax",
-        )
-    )
+    steps.append(driver_step(Action.NEW_ID, DRIVER_DEVDAX, device.name, "the rule wants devdax"))
     return _with(plan, verdict=Verdict.CHANGE, steps=tuple(steps))
 
 
@@ -209,17 +207,17 @@ def _plan_system_ram(
         steps: list[Step] = []
         if device.driver == DRIVER_DEVDAX:
             steps.append(
-                Step(
+                driver_step(
                     Action.UNBIND,
-                    driver_path(DRIVER_DEVDAX, "unbind"),
+                    DRIVER_DEVDAX,
                     device.name,
                     "leave device_dax (refused while /dev/" + device.name + " is in use)",
                 )
             )
         steps.append(
-            Step(
+            driver_step(
                 Action.REMOVE_ID,
-                driver_path(DRIVER_DEVDAX, "remove_id"),
+                DRIVER_DEVDAX,
                 device.name,
                 "so that a re-probe does not hand the device to device_dax again",
             )
@@ -241,9 +239,9 @@ def _plan_system_ram(
         else:
             steps = _offline_steps(blocks, "memmap_on_memory can change only while kmem is unbound")
             steps += [
-                Step(
+                driver_step(
                     Action.UNBIND,
-                    driver_path(DRIVER_KMEM, "unbind"),
+                    DRIVER_KMEM,
                     device.name,
                     "leave kmem to change memmap_on_memory",
                 ),
@@ -285,42 +283,24 @@ def _memmap_problem(device: DaxDevice, hotplug: HotplugSettings, want: bool | No
 
 
 def _memmap_step(device: DaxDevice, value: bool) -> Step:
-    return Step(
-        Action.SET_MEMMAP,
-        device_path(device.name, "memmap_on_memory"),
-        "1" if value else "0",
-        f"the rule wants memmap_on_memory: {str(value).lower()}",
-    )
+    return memmap_step(device.name, value, f"the rule wants memmap_on_memory: {str(value).lower()}")
 
 
 def _block_steps(blocks: tuple[MemoryBlock, ...], rule: Rule) -> list[Step]:
     steps: list[Step] = []
     online_value = ONLINE_VALUE[rule.zone]
     for b in zone_walk_order(blocks):
-        path = block_path(b.index)
         if not rule.online:
-            if b.state != "offline":
-                steps.append(
-                    Step(
-                        Action.OFFLINE_BLOCK,
-                        path,
-                        "offline",
-                        "the rule says online: false",
-                        block=b.index,
-                    )
-                )
+            if b.state is not BlockState.OFFLINE:
+                steps.append(block_step(b.index, OnlineType.OFFLINE, "the rule says online: false"))
             continue
-        if b.state == "offline":
-            steps.append(
-                Step(
-                    Action.ONLINE_BLOCK, path, online_value, f"online as {rule.zone}", block=b.index
-                )
-            )
+        if b.state is BlockState.OFFLINE:
+            steps.append(block_step(b.index, online_value, f"online as {rule.zone}"))
         elif b.online and not zone_fits(b, rule.zone):
             now = zone_word(b.zone) or "an unknown zone"
             why = f"online in {now}, the rule wants {rule.zone}"
-            steps.append(Step(Action.OFFLINE_BLOCK, path, "offline", why, block=b.index))
-            steps.append(Step(Action.ONLINE_BLOCK, path, online_value, why, block=b.index))
+            steps.append(block_step(b.index, OnlineType.OFFLINE, why))
+            steps.append(block_step(b.index, online_value, why))
     return steps
 
 
@@ -337,25 +317,19 @@ def _kmem_bind_steps(
     rule's zone and in an order that stays linear. The old value is put back right after, also
     when the bind fails; an ``offline`` already there is left alone.
     """
-    bind = Step(Action.NEW_ID, driver_path(DRIVER_KMEM, "new_id"), device.name, reason)
+    bind = driver_step(Action.NEW_ID, DRIVER_KMEM, device.name, reason)
     now = hotplug.auto_online_blocks
-    if now is None or now == "offline":
+    if now is None or now is OnlineType.OFFLINE:
         return [bind]
     return [
-        Step(
+        auto_online_step(
             Action.SET_AUTO_ONLINE,
-            AUTO_ONLINE_PATH,
-            "offline",
+            OnlineType.OFFLINE,
             f"so that kmem's blocks come offline and daxd onlines them (not {now} in the "
             "kernel's order and zone); put back after the bind",
         ),
         bind,
-        Step(
-            Action.RESTORE_AUTO_ONLINE,
-            AUTO_ONLINE_PATH,
-            now,
-            "put the kernel's setting back",
-        ),
+        auto_online_step(Action.RESTORE_AUTO_ONLINE, now, "put the kernel's setting back"),
     ]
 
 

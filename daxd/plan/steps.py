@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from enum import StrEnum
+
+from daxd.kernel.layout import AUTO_ONLINE_PATH, block_path, device_path, driver_path
+from daxd.kernel.model import OnlineType
 
 
 class Action(StrEnum):
@@ -19,16 +22,67 @@ class Action(StrEnum):
     RESTORE_AUTO_ONLINE = "restore-auto-online"
 
 
+# The attribute of bus/dax/drivers/<driver>/ each driver action writes.
+_DRIVER_ATTR = {
+    Action.UNBIND: "unbind",
+    Action.NEW_ID: "new_id",
+    Action.REMOVE_ID: "remove_id",
+    Action.BIND: "bind",
+}
+BLOCK_ACTIONS = (Action.OFFLINE_BLOCK, Action.ONLINE_BLOCK)
+
+
 @dataclass(frozen=True)
 class Step:
+    """One sysfs write.  ``path`` is for people (log, JSON); what the step acts on is in the
+    typed fields, and the executor decides by those, never by the path."""
+
     action: Action
     path: str  # sysfs attribute, relative to the sysfs root
-    value: str
+    value: str  # written as is
     reason: str
-    block: int | None = None  # memoryN for block steps
+    _: KW_ONLY
+    driver: str | None = None  # the driver of a bus/dax/drivers/<driver>/ write
+    device: str | None = None  # the dax device written to a driver, or whose attribute is set
+    block: int | None = None  # N of memoryN for block steps
+
+    def __post_init__(self) -> None:
+        # plain text: a StrEnum value would show as <OnlineType...> in every repr of the value
+        object.__setattr__(self, "value", str(self.value))
+        missing = None
+        if self.action in _DRIVER_ATTR and (self.driver is None or self.device is None):
+            missing = "a driver and a device"
+        elif self.action in BLOCK_ACTIONS and self.block is None:
+            missing = "a block"
+        elif self.action is Action.SET_MEMMAP and self.device is None:
+            missing = "a device"
+        if missing:
+            raise ValueError(f"a {self.action} step needs {missing}")
 
     def describe(self) -> str:
         return f"write {self.value!r} to {self.path}  # {self.reason}"
+
+
+def driver_step(action: Action, driver: str, device: str, reason: str) -> Step:
+    """Write ``device`` to the driver's bind, unbind, new_id or remove_id."""
+    path = driver_path(driver, _DRIVER_ATTR[action])
+    return Step(action, path, device, reason, driver=driver, device=device)
+
+
+def block_step(index: int, value: OnlineType, reason: str) -> Step:
+    """Write ``value`` to memory<index>/state: offline, or online as that type."""
+    action = Action.OFFLINE_BLOCK if value is OnlineType.OFFLINE else Action.ONLINE_BLOCK
+    return Step(action, block_path(index), value, reason, block=index)
+
+
+def memmap_step(device: str, value: bool, reason: str) -> Step:
+    path = device_path(device, "memmap_on_memory")
+    return Step(Action.SET_MEMMAP, path, "1" if value else "0", reason, device=device)
+
+
+def auto_online_step(action: Action, value: str, reason: str) -> Step:
+    """SET_AUTO_ONLINE or RESTORE_AUTO_ONLINE: the kernel-wide auto_online_blocks."""
+    return Step(action, AUTO_ONLINE_PATH, value, reason)
 
 
 class Verdict(StrEnum):
@@ -59,18 +113,3 @@ class DevicePlan:
     notes: tuple[str, ...] = field(default=())
     # More steps follow once these ran (e.g. blocks that appear only after kmem binds).
     continues: bool = False
-
-
-AUTO_ONLINE_PATH = "devices/system/memory/auto_online_blocks"
-
-
-def block_path(index: int, attr: str = "state") -> str:
-    return f"devices/system/memory/memory{index}/{attr}"
-
-
-def driver_path(driver: str, attr: str) -> str:
-    return f"bus/dax/drivers/{driver}/{attr}"
-
-
-def device_path(name: str, attr: str) -> str:
-    return f"bus/dax/devices/{name}/{attr}"

@@ -19,8 +19,8 @@ import pytest
 
 from daxd.apply import autoonline
 from daxd.apply.executor import ApplyOptions, Outcome, StepResult, apply_device
+from daxd.kernel.layout import AUTO_ONLINE_PATH as AUTO
 from daxd.kernel.scan import read_hotplug_settings
-from daxd.plan.steps import AUTO_ONLINE_PATH as AUTO
 from daxd.plan.steps import Action
 from tests.fakekernel import FakeKernel
 from tests.plan.helpers import apply, auto_online, blocks, driver, load

@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from daxd.apply.executor import DeviceResult, Outcome, StepResult
-from daxd.plan.steps import AUTO_ONLINE_PATH as AUTO
-from daxd.plan.steps import Action
+from daxd.apply import executor
+from daxd.apply.executor import ApplyOptions, DeviceResult, Outcome, StepResult, apply_device
+from daxd.kernel.layout import AUTO_ONLINE_PATH as AUTO
+from daxd.kernel.roots import DEFAULT_OFFLINE_TIMEOUT
+from daxd.kernel.scan import read_hotplug_settings
+from daxd.plan.steps import Action, DevicePlan, Step, Verdict
 from tests.fakekernel import FakeKernel, Uevent
 from tests.plan.helpers import (
     DEVDAX,
@@ -654,3 +657,73 @@ def test_process_that_cannot_be_inspected_blocks_the_unbind(
     assert "hidden (pid 77, cannot inspect it)" in result.error
     assert driver(pmem_kernel) == "device_dax"
     assert pmem_kernel.sigbus == []
+
+
+# --- the executor decides by what a step says it acts on, never by its path --------------------
+def run_one(kernel: FakeKernel, step: Step, monkeypatch: pytest.MonkeyPatch) -> DeviceResult:
+    """apply_device() whose every plan is this one step."""
+    plan = DevicePlan("dax0.0", Verdict.CHANGE, rule="r", steps=(step,))
+    monkeypatch.setattr(executor, "plan_device", lambda *args: plan)
+    policy = load(kernel.sysfs_root.parent, DEVDAX)
+    opts = ApplyOptions(proc_root=kernel.proc_root, offline_timeout=5.0)
+    return apply_device(kernel.sysfs, policy, "dax0.0", read_hotplug_settings(kernel.sysfs), opts)
+
+
+def test_a_kmem_unbind_is_one_whatever_its_path(
+    hmem_kernel: FakeKernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = "bus/dax/drivers/device_dax/unbind"  # misleading: the step says kmem
+    step = Step(Action.UNBIND, path, "dax0.0", "test", driver="kmem", device="dax0.0")
+    result = run_one(hmem_kernel, step, monkeypatch)
+    assert result.outcome is Outcome.FAILED
+    assert "refusing to unbind kmem while memory" in result.error
+    assert hmem_kernel.writes == []
+    assert hmem_kernel.leaks == []
+
+
+def test_a_device_dax_unbind_is_one_whatever_its_path(
+    pmem_kernel: FakeKernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pmem_kernel.open_device(4242, "pmem-app", "dax0.0", mapped=True)
+    path = "bus/dax/drivers/kmem/unbind"  # misleading: the step says device_dax
+    step = Step(Action.UNBIND, path, "dax0.0", "test", driver="device_dax", device="dax0.0")
+    result = run_one(pmem_kernel, step, monkeypatch)
+    assert result.outcome is Outcome.FAILED
+    assert "/dev/dax0.0 is in use by pmem-app (pid 4242)" in result.error
+    assert pmem_kernel.writes == []
+    assert pmem_kernel.sigbus == []
+
+
+def test_a_bind_is_read_back_against_the_driver_the_step_names(
+    fake_kernel: FakeKernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_kernel.add_pmem_device(bound=None)
+    path = "bus/dax/drivers/device_dax/new_id"  # binds device_dax; the step says kmem
+    step = Step(Action.NEW_ID, path, "dax0.0", "test", driver="kmem", device="dax0.0")
+    result = run_one(fake_kernel, step, monkeypatch)
+    assert driver(fake_kernel) == "device_dax"
+    assert result.outcome is Outcome.FAILED
+    assert result.error == "kmem did not bind (driver: device_dax)"
+
+
+def test_a_zone_daxd_does_not_know_fails_the_read_back_by_name(
+    hmem_kernel: FakeKernel, tmp_path: Path
+) -> None:
+    target = device_block_indices(hmem_kernel)[3]
+    zones = f"devices/system/memory/memory{target}/valid_zones"
+
+    def listener(event: Uevent) -> None:
+        if event.action == "online" and event.sysname == f"memory{target}":
+            hmem_kernel.tree.attr(zones, "Foreign")
+
+    hmem_kernel.listener = listener
+    result = apply(hmem_kernel, load(tmp_path, RAM_MOVABLE))
+    assert hmem_kernel.sysfs.read(zones) == "Foreign"
+    assert result.outcome is Outcome.FAILED
+    assert result.error == f"memory{target} came online in Foreign, not Movable"
+    (failure,) = failed(result)
+    assert (failure.step.block, failure.step.value) == (target, "online_movable")
+
+
+def test_the_offline_timeout_default_is_the_one_default() -> None:
+    assert ApplyOptions().offline_timeout == DEFAULT_OFFLINE_TIMEOUT

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from daxd.kernel.model import KernelState
+from daxd.kernel.model import KernelState, KernelZone
 from daxd.kernel.scan import read_state
 from tests.fakekernel import FakeKernel
 
@@ -159,13 +159,25 @@ def test_odd_block_contents(hmem_kernel: FakeKernel) -> None:
     os.remove(hmem_kernel.tree.path("devices/system/memory/memory35/state"))
     state = read_state(hmem_kernel.sysfs)
     blocks = {b.index: b for b in state.blocks_of("dax0.0")}
-    assert blocks[33].state == "bogus"
+    assert blocks[33].state == "bogus"  # kept as read, and not taken for a known state
+    assert not blocks[33].state.known
     assert not blocks[33].online
     assert "unexpected state" in messages(state, "memory33/state")[0]
     assert blocks[34].phys_index == 0x99
     assert "expected 0x22" in messages(state, "memory34/phys_index")[0]
     assert blocks[35].state == "unknown"
     assert messages(state, "memory35/state") == ["missing attribute"]
+
+
+def test_a_zone_daxd_does_not_know_is_kept_and_noted(hmem_kernel: FakeKernel) -> None:
+    hmem_kernel.tree.attr("devices/system/memory/memory33/valid_zones", "Foreign")
+    state = read_state(hmem_kernel.sysfs)
+    blocks = {b.index: b for b in state.blocks_of("dax0.0")}
+    zone = blocks[33].zone
+    assert zone is not None
+    assert (zone, zone.known) == ("Foreign", False)
+    assert messages(state, "memory33/valid_zones") == ["unknown zone 'Foreign'"]
+    assert blocks[34].zone is KernelZone.NORMAL
 
 
 def test_odd_hotplug_settings(fake_kernel: FakeKernel) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from daxd.apply.executor import ApplyOptions, DeviceResult, apply_device
 from daxd.kernel.scan import read_hotplug_settings, read_state
 from daxd.plan.planner import plan_device
-from daxd.plan.steps import DevicePlan
+from daxd.plan.steps import Action, DevicePlan, Step
 from daxd.policy.load import load_policy
 from daxd.policy.model import Policy
 from tests.fakekernel import FakeKernel
@@ -46,11 +46,59 @@ def load(folder: Path, text: str) -> Policy:
     return load_policy(write_policy(folder, text), folder / "no-policy.d")
 
 
+_DRIVER_ATTR = {
+    Action.UNBIND: "unbind",
+    Action.NEW_ID: "new_id",
+    Action.REMOVE_ID: "remove_id",
+    Action.BIND: "bind",
+}
+_ONLINE_VALUES = ("online", "online_kernel", "online_movable")
+
+
+def step_problems(step: Step, device: str) -> list[str]:
+    """How a step of ``device``'s plan or apply fails to say what it acts on: its driver, device
+    and block fields against its action, path and value (paths spelled out here, not taken from
+    daxd's layout module)."""
+    want: tuple[str | None, str | None, int | None]  # driver, device, block
+    values: tuple[str, ...]
+    if step.action in _DRIVER_ATTR:
+        if step.driver not in ("device_dax", "kmem"):
+            return [f"{step}: not a driver daxd uses"]
+        want = (step.driver, device, None)
+        path = f"bus/dax/drivers/{step.driver}/{_DRIVER_ATTR[step.action]}"
+        values = (device,)
+    elif step.action in (Action.OFFLINE_BLOCK, Action.ONLINE_BLOCK):
+        if step.block is None:
+            return [f"{step}: no block"]
+        want = (None, None, step.block)
+        path = f"devices/system/memory/memory{step.block}/state"
+        values = ("offline",) if step.action is Action.OFFLINE_BLOCK else _ONLINE_VALUES
+    elif step.action is Action.SET_MEMMAP:
+        want = (None, device, None)
+        path = f"bus/dax/devices/{device}/memmap_on_memory"
+        values = ("0", "1")
+    else:  # auto_online_blocks: kernel-wide
+        want = (None, None, None)
+        path = "devices/system/memory/auto_online_blocks"
+        values = ("offline", *_ONLINE_VALUES)
+    problems = []
+    if (step.driver, step.device, step.block) != want:
+        problems.append(f"{step}: fields are not {want}")
+    if step.path != path:
+        problems.append(f"{step}: path is not {path}")
+    if type(step.value) is not str or step.value not in values:
+        problems.append(f"{step}: value is not plain text among {values}")
+    return problems
+
+
 def plan_of(kernel: FakeKernel, policy: Policy, name: str = "dax0.0") -> DevicePlan:
-    """The plan for one device of the fake kernel, from what daxd reads in its sysfs."""
+    """The plan for one device of the fake kernel, from what daxd reads in its sysfs; every step
+    must say what it acts on (step_problems)."""
     state = read_state(kernel.sysfs)
     device = state.devices[name]
-    return plan_device(device, state.blocks_of(name), state.hotplug, policy.match(device))
+    plan = plan_device(device, state.blocks_of(name), state.hotplug, policy.match(device))
+    assert [p for s in plan.steps for p in step_problems(s, name)] == []
+    return plan
 
 
 def apply(
@@ -69,7 +117,11 @@ def apply(
         should_stop=should_stop,
         runtime_dir=runtime_dir,
     )
-    return apply_device(kernel.sysfs, policy, name, read_hotplug_settings(kernel.sysfs), opts)
+    hotplug = read_hotplug_settings(kernel.sysfs)
+    result = apply_device(kernel.sysfs, policy, name, hotplug, opts)
+    # every write made, the executor's own (bind, undo) included, says what it acts on
+    assert [p for r in result.results for p in step_problems(r.step, name)] == []
+    return result
 
 
 @dataclass(frozen=True)

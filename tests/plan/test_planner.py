@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from daxd.kernel.model import MemoryBlock
-from daxd.plan.planner import zone_walk_order
-from daxd.plan.steps import AUTO_ONLINE_PATH as AUTO
-from daxd.plan.steps import Action, Desired, DevicePlan, Verdict
+from daxd.kernel.layout import AUTO_ONLINE_PATH as AUTO
+from daxd.kernel.model import BlockState, KernelZone, MemoryBlock, OnlineType
+from daxd.kernel.scan import read_state
+from daxd.plan.planner import plan_device, zone_fits, zone_walk_order
+from daxd.plan.steps import Action, Desired, DevicePlan, Step, Verdict, block_step
+from daxd.policy.model import Zone
 from tests.fakekernel import FakeKernel
 from tests.plan.helpers import (
     DEVDAX,
@@ -20,6 +23,7 @@ from tests.plan.helpers import (
     load,
     move_block,
     plan_of,
+    step_problems,
     walk_order,
 )
 
@@ -34,6 +38,11 @@ rules:
 
 def actions(plan: DevicePlan) -> list[tuple[Action, str, str]]:
     return [(s.action, s.path, s.value) for s in plan.steps]
+
+
+def targets(plan: DevicePlan) -> list[tuple[Action, str | None, str | None, int | None]]:
+    """What each step acts on: (action, driver, device, block)."""
+    return [(s.action, s.driver, s.device, s.block) for s in plan.steps]
 
 
 def assert_nothing_to_do(plan: DevicePlan, verdict: Verdict) -> None:
@@ -465,5 +474,110 @@ def test_blocks_go_in_an_order_that_keeps_a_hole_near_the_zone_start(
 ) -> None:
     """set_zone_contiguous() walks the zone from its start to the first hole after every block:
     the second block first and the first block last keep that walk one block long."""
-    blocks = [MemoryBlock(i, "offline", (), i, True, 1) for i in indices]
+    blocks = [MemoryBlock(i, BlockState.OFFLINE, (), i, True, 1) for i in indices]
     assert [b.index for b in zone_walk_order(blocks)] == order
+
+
+# --- what each step acts on --------------------------------------------------------------------
+# plan_of() checks every step of every plan above against its path (helpers.step_problems).
+def test_the_step_check_catches_a_step_that_does_not_say_what_it_acts_on() -> None:
+    unbind = "bus/dax/drivers/kmem/unbind"
+    good = Step(Action.UNBIND, unbind, "dax0.0", "r", driver="kmem", device="dax0.0")
+    assert step_problems(good, "dax0.0") == []
+    assert step_problems(replace(good, driver="device_dax"), "dax0.0") != []
+    assert step_problems(replace(good, device="dax1.0"), "dax0.0") != []
+    assert step_problems(good, "dax1.0") != []
+    assert step_problems(replace(block_step(7, OnlineType.OFFLINE, "r"), block=8), "dax0.0") != []
+
+
+def test_a_conversion_names_its_drivers_and_device(
+    mixed_kernel: FakeKernel, tmp_path: Path
+) -> None:
+    plan = plan_of(mixed_kernel, load(tmp_path, DEVDAX), "dax1.0")
+    walk = walk_order(device_block_indices(mixed_kernel, "dax1.0"))
+    assert targets(plan) == [
+        *[(Action.OFFLINE_BLOCK, None, None, i) for i in walk],
+        (Action.UNBIND, "kmem", "dax1.0", None),
+        (Action.REMOVE_ID, "kmem", "dax1.0", None),
+        (Action.NEW_ID, "device_dax", "dax1.0", None),
+    ]
+
+
+def test_pmem_to_ram_names_its_drivers_and_device(fake_kernel_base: Path, tmp_path: Path) -> None:
+    kernel = FakeKernel(fake_kernel_base, memmap_on_memory="Y")
+    kernel.add_pmem_device()
+    assert targets(plan_of(kernel, load(tmp_path, PMEM_RAM_MEMMAP))) == [
+        (Action.UNBIND, "device_dax", "dax0.0", None),
+        (Action.REMOVE_ID, "device_dax", "dax0.0", None),
+        (Action.SET_MEMMAP, None, "dax0.0", None),
+        (Action.SET_AUTO_ONLINE, None, None, None),  # kernel-wide
+        (Action.NEW_ID, "kmem", "dax0.0", None),
+        (Action.RESTORE_AUTO_ONLINE, None, None, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("action", "fields"),
+    [
+        (Action.UNBIND, {"device": "dax0.0"}),
+        (Action.NEW_ID, {"driver": "kmem"}),
+        (Action.ONLINE_BLOCK, {}),
+        (Action.SET_MEMMAP, {"driver": "kmem"}),
+    ],
+)
+def test_a_step_cannot_leave_out_what_it_acts_on(action: Action, fields: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="needs"):
+        Step(action, "x", "y", "why", **fields)  # type: ignore[arg-type]
+
+
+def test_a_step_value_is_plain_text() -> None:
+    step = block_step(3, OnlineType.ONLINE_MOVABLE, "why")
+    assert type(step.value) is str
+    assert step.describe() == "write 'online_movable' to devices/system/memory/memory3/state  # why"
+
+
+# --- zones as typed values ---------------------------------------------------------------------
+def _online(*zones: str) -> MemoryBlock:
+    return MemoryBlock(1, BlockState.ONLINE, tuple(KernelZone(z) for z in zones), 1, True, 0)
+
+
+@pytest.mark.parametrize(
+    ("zones", "movable", "normal"),
+    [
+        (("Movable",), True, False),
+        (("Normal",), False, True),
+        (("DMA32",), False, True),
+        (("none",), False, False),  # spans zones (memory.c prints "none")
+        (("Foreign",), False, True),  # a kernel zone daxd does not know: not Movable
+        ((), False, False),  # no valid_zones (no CONFIG_MEMORY_HOTREMOVE): zone unknown
+    ],
+)
+def test_zone_fits(zones: tuple[str, ...], movable: bool, normal: bool) -> None:
+    block = _online(*zones)
+    assert (zone_fits(block, Zone.MOVABLE), zone_fits(block, Zone.NORMAL)) == (movable, normal)
+    assert zone_fits(block, Zone.AUTO)
+
+
+def _plan_with(kernel: FakeKernel, tmp_path: Path, text: str, zone: str) -> DevicePlan:
+    """The plan for dax0.0 when its first block reads ``zone`` in valid_zones."""
+    state = read_state(kernel.sysfs)
+    device = state.devices["dax0.0"]
+    first, *rest = state.blocks_of("dax0.0")
+    blocks = (replace(first, valid_zones=(KernelZone(zone),)), *rest)
+    return plan_device(device, blocks, state.hotplug, load(tmp_path, text).match(device))
+
+
+def test_a_block_spanning_zones_keeps_kmem(hmem_kernel: FakeKernel, tmp_path: Path) -> None:
+    plan = _plan_with(hmem_kernel, tmp_path, DEVDAX, "none")
+    assert_nothing_to_do(plan, Verdict.REFUSED)
+    first = device_block_indices(hmem_kernel)[0]
+    assert plan.reason == (
+        f"cannot go back to devdax: memory{first} span several zones and cannot be offlined"
+    )
+
+
+def test_an_unknown_zone_is_named_in_the_reason(hmem_kernel: FakeKernel, tmp_path: Path) -> None:
+    plan = _plan_with(hmem_kernel, tmp_path, RAM_MOVABLE, "Foreign")
+    first = device_block_indices(hmem_kernel)[0]
+    moves = [s for s in plan.steps if s.block == first]
+    assert [s.reason for s in moves] == ["online in foreign, the rule wants movable"] * 2

@@ -63,10 +63,11 @@ from typing import Any
 
 from daxd.apply import autoonline
 from daxd.apply.executor import ApplyOptions, DeviceResult, Outcome, apply_device
+from daxd.kernel.layout import AUTO_ONLINE_PATH
 from daxd.kernel.scan import read_device, read_hotplug_settings, read_state
 from daxd.kernel.view import DeviceView, view
 from daxd.plan.planner import plan_device
-from daxd.plan.steps import AUTO_ONLINE_PATH, Verdict
+from daxd.plan.steps import Verdict
 from daxd.policy.load import load_policy
 from daxd.policy.model import Policy
 from tests.fakekernel import FakeKernel, GiB, MiB
