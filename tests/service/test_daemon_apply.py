@@ -54,7 +54,7 @@ def test_apply_takes_the_file_as_it_is_and_the_daemon_keeps_it(
             task = await start(h)
             assert driver(hmem_kernel, "dax0.0") == "kmem"
             h.policy.write_text(DEVDAX)
-            doc = json.loads(await h.daemon.apply([]))
+            doc: dict[str, Any] = json.loads(await h.daemon.apply([]))
             writes = len(hmem_kernel.writes)
             await asyncio.sleep(1.0)  # the conversion's own events, then well past the grace
             await h.settled()
@@ -71,7 +71,8 @@ def test_apply_takes_the_file_as_it_is_and_the_daemon_keeps_it(
     (entry,) = doc["devices"]
     assert (entry["name"], entry["outcome"]) == ("dax0.0", "applied")
     assert entry["final"]["mode"] == "devdax"
-    assert entry["steps"] and all(s["ok"] for s in entry["steps"])
+    assert entry["steps"]
+    assert all(s["ok"] for s in entry["steps"])
 
 
 def test_apply_of_a_device_in_sync_answers_in_sync_without_writing(
@@ -82,7 +83,7 @@ def test_apply_of_a_device_in_sync_answers_in_sync_without_writing(
         async def scenario() -> dict[str, Any]:
             task = await start(h)
             writes = len(hmem_kernel.writes)
-            doc = json.loads(await h.daemon.apply(["dax0.0"]))
+            doc: dict[str, Any] = json.loads(await h.daemon.apply(["dax0.0"]))
             assert len(hmem_kernel.writes) == writes
             assert await stop(h, task) == 0
             return doc
@@ -166,7 +167,8 @@ def test_plan_is_answered_from_the_last_pass_without_reading_sysfs(
                 docs = [json.loads(h.daemon.plan_json()) for _ in range(100)]
             assert await stop(h, task) == 0
             assert all(d == docs[0] for d in docs)
-            return docs[0]
+            first: dict[str, Any] = docs[0]
+            return first
 
         doc = run(scenario())
     (entry,) = doc["devices"]

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from daxd.kernel.model import DRIVER_DEVDAX, DRIVER_KMEM
 from daxd.kernel.layout import block_path, driver_path
+from daxd.kernel.model import DRIVER_DEVDAX, DRIVER_KMEM
 from daxd.plan.steps import Action, DevicePlan, Step, Verdict
 from daxd.service.drift import DriftAction, DriftFacts, decide, takes_memory_away
 

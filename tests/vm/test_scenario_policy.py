@@ -9,7 +9,11 @@ One boot from the disk with daxd installed, two NVDIMMs:
   policy is applied (dax1.0 movable RAM, its Rule on D-Bus). A broken policy (a misspelt key) and
   ``systemctl reload``: the reload fails, daxd stays up with the old policy in force (dax1.0
   untouched, still its old rule), PolicyError on D-Bus and the journal name ``FILE:LINE:COL``.
-  Fixing the file and reloading clears PolicyError.
+  Fixing the file and reloading clears PolicyError;
+- one writer (issue 10): the file edited and ``daxd apply`` run, no reload: the command asks the
+  daemon, and 10 s later (past the drift grace) the device is still as the file says, with what
+  a program wrote to /dev/dax1.0 still there; two ``daxd apply`` at once both succeed; with the
+  daemon stopped the command acts itself.
 """
 
 from __future__ import annotations
@@ -113,6 +117,51 @@ lab_fact fixed.dax1.0.driver "$(lab_driver dax1.0)"
 lab_fact fixed.dax1.0.Rule "$(lab_prop dax1.0 Rule)"
 lab_fact restarts "$(systemctl show -p NRestarts --value daxd.service)"
 lab_snapshot end dax0.0 dax1.0
+
+# --- one writer: edit the file, `daxd apply`, no reload; the daemon must keep it ----------
+policy_dax1() {  # policy_dax1 MODE: dax0.0 stays devdax, dax1.0 gets MODE
+    cat > /etc/daxd/policy.yaml <<EOF
+version: 1
+rules:
+  - name: first-stays-devdax
+    match: {device: dax0.0}
+    mode: devdax
+  - name: second-$1
+    match: {device: dax1.0}
+    mode: $1
+    allow_pmem_data_loss: true
+EOF
+}
+policy_dax1 system-ram
+lab_call apply-ram daxd apply
+lab_fact ram.driver "$(lab_driver dax1.0)"
+policy_dax1 devdax
+lab_call apply-devdax daxd apply --json
+python3 -c 'import mmap, os
+fd = os.open("/dev/dax1.0", os.O_RDWR)
+m = mmap.mmap(fd, 2 << 20, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+m[:16] = b"written-by-a-app"'
+sleep 10  # well past daxd's 5 s drift grace
+lab_fact writer.dax1.0.driver "$(lab_driver dax1.0)"
+lab_fact writer.dax1.0.Rule "$(lab_prop dax1.0 Rule)"
+lab_fact writer.dax1.0.State "$(lab_prop dax1.0 State)"
+lab_fact writer.data "$(python3 -c 'import mmap, os
+fd = os.open("/dev/dax1.0", os.O_RDWR)
+print(mmap.mmap(fd, 2 << 20, mmap.MAP_SHARED, mmap.PROT_READ)[:16].decode())')"
+journalctl -b -u daxd.service --no-pager -o cat > "$LAB_OUT/writer-journal.txt"
+# two at once: both are clients; the daemon runs one after the other
+policy_dax1 system-ram
+daxd apply > "$LAB_OUT/apply-a.txt" 2>&1 & a=$!
+daxd apply dax1.0 > "$LAB_OUT/apply-b.txt" 2>&1 & b=$!
+rc=0; wait $a || rc=$?; lab_fact concurrent.a $rc
+rc=0; wait $b || rc=$?; lab_fact concurrent.b $rc
+lab_fact concurrent.driver "$(lab_driver dax1.0)"
+# the command without the daemon: acts itself under the lock
+systemctl stop daxd.service
+policy_dax1 devdax
+lab_call apply-local daxd apply
+lab_fact local.driver "$(lab_driver dax1.0)"
+lab_fact restarts.after "$(systemctl show -p NRestarts --value daxd.service)"
 """
 
 
@@ -182,3 +231,34 @@ def test_reload_applies_a_good_policy_and_keeps_it_when_the_next_is_broken(
     assert facts["restarts"] == "0"
     end = f.snapshot(run, "end")
     assert f.orphan_kmem_ranges(end) == []
+
+
+def test_daxd_apply_goes_through_the_daemon_which_then_keeps_it(run: ScenarioResult) -> None:
+    """Edit the file, `daxd apply`, no reload: 10 s later the device is still as the file says,
+    and what a program wrote to /dev/dax1.0 meanwhile is still there."""
+    facts = f.facts(run)
+    calls = f.calls(run)
+    rc, text = calls["apply-ram"]
+    assert rc == 0, text
+    assert "dax1.0: applied (rule 'second-system-ram')" in text, text
+    assert "now: system-ram" in text, text
+    assert facts["ram.driver"] == "kmem"
+    rc, text = calls["apply-devdax"]
+    assert rc == 0, text
+    assert '"kind": "apply"' in text, text
+    assert facts["writer.dax1.0.driver"] == "device_dax"
+    assert facts["writer.dax1.0.Rule"] == "second-devdax"
+    assert facts["writer.dax1.0.State"] == "applied"
+    assert facts["writer.data"] == "written-by-a-app"
+    journal = run.file("writer-journal.txt")
+    assert not f.journal_lines(journal, "restored to rule"), journal
+    assert not f.journal_lines(journal, "changed outside daxd"), journal
+    assert facts["concurrent.a"] == facts["concurrent.b"] == "0", (
+        run.file("apply-a.txt"),
+        run.file("apply-b.txt"),
+    )
+    assert facts["concurrent.driver"] == "kmem"
+    rc, text = calls["apply-local"]
+    assert rc == 0, text
+    assert facts["local.driver"] == "device_dax"
+    assert facts["restarts.after"] == "0"
