@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from daxd.kernel.layout import DEVICE_NAME, block_index
+
 log = logging.getLogger("daxd.events")
 
-_BLOCK = re.compile(r"^memory([0-9]+)\Z")
-_DEVICE = re.compile(r"^dax[0-9]+\.[0-9]+\Z")
 
 SUBSYSTEMS = ("dax", "memory")
 
@@ -23,12 +22,11 @@ class Event:
 
     @property
     def device(self) -> str | None:
-        return self.name if self.subsystem == "dax" and _DEVICE.match(self.name) else None
+        return self.name if self.subsystem == "dax" and DEVICE_NAME.match(self.name) else None
 
     @property
     def block(self) -> int | None:
-        m = _BLOCK.match(self.name) if self.subsystem == "memory" else None
-        return int(m.group(1)) if m else None
+        return block_index(self.name) if self.subsystem == "memory" else None
 
 
 class Overflow(Exception):
