@@ -3,12 +3,15 @@
 Below both the command and the service, so that each renders the same document. The documents
 carry ``"format": 1``; fields are only ever added within a format version (docs/cli.md lists
 them). Nothing here imports the policy language: the command's client path uses this module.
+
+The text `daxd plan` and `daxd apply` print is rendered from these documents too (below), so
+the command prints the same for the daemon's answer as for what it did itself.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from daxd.kernel.model import DaxDevice, HotplugSettings, MemoryBlock
@@ -139,3 +142,115 @@ def result_entry(
         }
     )
     return entry
+
+
+# --- Text ----------------------------------------------------------------------------------------
+# What `daxd plan` and `daxd apply` print, rendered from the entries above, so that the command
+# prints the same whether it acted itself or the daemon did and answered with the document.
+
+
+def plan_text(entries: Sequence[Mapping[str, Any]]) -> str:
+    """`daxd plan`: each entry of a "plan" document, or "no DAX devices"."""
+    return "\n".join(plan_entry_text(e) for e in entries) if entries else "no DAX devices"
+
+
+def apply_text(entries: Sequence[Mapping[str, Any]]) -> str:
+    """`daxd apply`: each entry of an "apply" document, or "no DAX devices"."""
+    return "\n".join(result_entry_text(e) for e in entries) if entries else "no DAX devices"
+
+
+def plan_entry_text(entry: Mapping[str, Any]) -> str:
+    """One device's plan: the verdict, the rule, the reason, the steps folded, the notes."""
+    head = f"{entry['name']}: {entry['verdict']}"
+    if entry.get("rule"):
+        head += f" (rule {entry['rule']!r} at {entry.get('rule_location')})"
+    lines = [head]
+    if entry.get("reason"):
+        lines.append(f"  {entry['reason']}")
+    steps = entry.get("steps") or []
+    lines += [f"  {i}. {ln}" for i, ln in enumerate(block_runs([(s, "") for s in steps]), 1)]
+    lines += [f"  {n}" for n in entry.get("notes") or []]
+    return "\n".join(lines)
+
+
+def result_entry_text(entry: Mapping[str, Any]) -> str:
+    """One device's apply: the outcome, every write made (folded), the error, what is there now."""
+    head = f"{entry['name']}: {entry['outcome']}"
+    plan = entry.get("plan")
+    if plan and plan.get("rule"):
+        head += f" (rule {plan['rule']!r})"
+    lines = [head]
+    done = [
+        (
+            s,
+            (" (undo)" if s.get("rollback") else "")
+            + (" ok" if s.get("ok") else f" FAILED: {s.get('error') or ''}"),
+        )
+        for s in entry.get("steps") or []
+    ]
+    lines += [f"  {ln}" for ln in block_runs(done)]
+    if entry.get("error"):
+        lines.append(f"  {entry['error']}")
+    final = entry.get("final")
+    if final is not None:
+        blocks = final.get("blocks") or {}
+        lines.append(
+            f"  now: {final.get('mode')}, zone {final.get('zone') or '-'}, "
+            f"{blocks.get('online', 0)}/{blocks.get('total', 0)} blocks online"
+        )
+    return "\n".join(lines)
+
+
+def block_runs(items: Sequence[tuple[Mapping[str, Any], str]]) -> list[str]:
+    """Lines for steps (``step_json`` entries), with blocks that get the same treatment one
+    after the other folded into one line.
+
+    daxd does a device's blocks out of address order (planner.zone_walk_order), so a line names
+    the set: ``memory32..memory40 (9 blocks)`` when it has no gaps, else its bounds and count.
+
+    ``items`` pairs each step with a suffix (e.g. its outcome); a block's consecutive steps form
+    its treatment.
+    """
+    lines: list[str] = []
+    run: list[int] = []
+    seen: set[int] = set()
+    run_key: tuple[tuple[str, str, str], ...] | None = None
+    i = 0
+
+    def flush() -> None:
+        if run and run_key is not None:
+            ops = ", ".join(f"{value}{suffix}" for value, suffix, _ in run_key)
+            lines.append(f"{_span(run)}: {ops}  # {run_key[0][2]}")
+        run.clear()
+        seen.clear()
+
+    while i < len(items):
+        step, suffix = items[i]
+        block = step.get("block")
+        if block is None:
+            flush()
+            run_key = None
+            lines.append(f"write {step['value']!r} to {step['path']}  # {step['reason']}{suffix}")
+            i += 1
+            continue
+        j = i
+        while j < len(items) and items[j][0].get("block") == block:
+            j += 1
+        key = tuple((str(s["value"]), suf, str(s["reason"])) for s, suf in items[i:j])
+        if key != run_key or block in seen:
+            flush()
+            run_key = key
+        run.append(block)
+        seen.add(block)
+        i = j
+    flush()
+    return lines
+
+
+def _span(blocks: list[int]) -> str:
+    if len(blocks) == 1:
+        return f"memory{blocks[0]}"
+    low, high = min(blocks), max(blocks)
+    if high - low + 1 == len(blocks):
+        return f"memory{low}..memory{high} ({len(blocks)} blocks)"
+    return f"{len(blocks)} blocks between memory{low} and memory{high}"

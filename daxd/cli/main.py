@@ -1,29 +1,105 @@
-"""The `daxd` command: check, list, plan, apply, migrate-device-model, run, status."""
+"""The `daxd` command: check, list, plan, apply, migrate-device-model, run, status.
+
+Start-up stays light: the policy language (pydantic, PyYAML), the planner, the executor and udev
+are imported by the functions that need them, so that `daxd apply` leaving the work to the
+running daemon, and `daxd status` asking it, import none of them.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daxd import __version__
 from daxd.cli import exitcodes
-from daxd.kernel.model import KernelState
-from daxd.kernel.scan import read_state
-from daxd.kernel.sysfs import Sysfs, SysfsError, install_interrupt_handler
-from daxd.plan.planner import device_sort_key, plan_all
-from daxd.policy.errors import PolicyError
-from daxd.policy.load import load_policy
-from daxd.policy.model import Policy
+from daxd.kernel.roots import DEFAULT_LOCK_TIMEOUT, DEFAULT_OFFLINE_TIMEOUT, Roots
+from daxd.kernel.sysfs import Sysfs, SysfsError
+
+if TYPE_CHECKING:
+    from daxd.cli.client import DaemonError
+    from daxd.kernel.model import KernelState
+    from daxd.policy.model import Policy
 
 DEFAULT_POLICY = Path("/etc/daxd/policy.yaml")
+# A sysfs tree daxd can work with has at least one of these (a kernel without DAX devices still
+# has its memory blocks); a tree with none is the wrong folder.
+SYSFS_LANDMARKS = ("bus/dax", "class/dax", "devices/system/memory")
 
 
 class UsageError(Exception):
-    pass
+    """Exit 2: a bad command line or an unknown device; ``str()`` says which."""
+
+
+class PolicyInvalid(Exception):
+    """Exit 1: the policy has errors; ``str()`` lists them, located (FILE:LINE:COL)."""
+
+
+class EnvironmentProblem(Exception):
+    """Exit 5: the system is not one daxd can act on as asked; ``str()`` says why."""
+
+
+def _global_options(*, defaults: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name.
+
+    The main parser has them with their defaults, each subcommand without any (SUPPRESS): a value
+    given after the command replaces one given before it, and an option not given after the
+    command leaves the value given before it alone.
+    """
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    g = argparse.ArgumentParser(add_help=False)
+    g.add_argument(
+        "--root-dir",
+        metavar="DIR",
+        type=Path,
+        default=default(None),
+        help="act on the system below DIR: DIR/sys, DIR/proc, DIR/run/daxd, and the udev rules "
+        "and daxctl configuration below DIR (default /)",
+    )
+    g.add_argument(
+        "--sysfs",
+        metavar="DIR",
+        type=Path,
+        default=default(None),
+        help="another sysfs tree (a dump): nothing is recorded or locked for it (default: "
+        "/sys, or DIR/sys of --root-dir)",
+    )
+    g.add_argument(
+        "--policy",
+        metavar="FILE",
+        type=Path,
+        default=default(None),
+        help=f"the policy file (default {DEFAULT_POLICY})",
+    )
+    g.add_argument(
+        "--policy-dir",
+        metavar="DIR",
+        type=Path,
+        default=default(None),
+        help="drop-in folder (default: policy.d beside the policy file)",
+    )
+    g.add_argument(
+        "--allow-untrusted-policy",
+        action="store_true",
+        default=default(False),
+        help="use policy files others could have written (not owned by root, group/world "
+        "writable, symlinks out of the policy folder)",
+    )
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default(False),
+        help="log every sysfs write to standard error",
+    )
+    return g
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,72 +107,74 @@ def build_parser() -> argparse.ArgumentParser:
         prog="daxd",
         description="Apply a declarative memory policy to DAX devices.",
         epilog="Exit codes and JSON output: docs/cli.md (installed under /usr/share/doc/daxd).",
+        parents=[_global_options(defaults=True)],
     )
     p.add_argument("--version", action="version", version=f"daxd {__version__}")
-    p.add_argument("--sysfs", metavar="DIR", default="/sys", help="sysfs root (default /sys)")
-    p.add_argument("--procfs", metavar="DIR", default="/proc", help="procfs root (default /proc)")
-    p.add_argument(
-        "--runtime-dir",
-        metavar="DIR",
-        type=Path,
-        help="where daxd records what a crash must not leave behind (default /run/daxd; "
-        "none with another --sysfs)",
-    )
-    p.add_argument(
-        "--policy", metavar="FILE", type=Path, default=DEFAULT_POLICY, help="policy file"
-    )
-    p.add_argument(
-        "--policy-dir",
-        metavar="DIR",
-        type=Path,
-        default=None,
-        help="drop-in folder (default: policy.d beside the policy file)",
-    )
-    p.add_argument(
-        "--allow-untrusted-policy",
-        action="store_true",
-        help="use policy files others could have written (not owned by root, group/world "
-        "writable, symlinks out of the policy folder)",
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="log every sysfs write")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, help="what to do")
+    late = [_global_options(defaults=False)]  # the global options, after the command's name
 
-    c = sub.add_parser("check", help="validate a policy; exit 0 when valid, 1 when not")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, parents=late)
+
+    def json_option(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--json", action="store_true", help="print the JSON document (docs/cli.md)"
+        )
+
+    c = command("check", "validate a policy; exit 0 when valid, 1 when not")
     c.add_argument("file", nargs="?", type=Path, help="policy file (default: --policy)")
 
-    ls = sub.add_parser("list", help="devices, provider, mode, zone, blocks online/total")
-    ls.add_argument("--json", action="store_true")
+    ls = command("list", "devices, provider, mode, zone, blocks online/total")
+    json_option(ls)
 
-    pl = sub.add_parser("plan", help="what apply would do, per device, with reasons")
-    pl.add_argument("--json", action="store_true")
-    pl.add_argument("devices", nargs="*", metavar="DEVICE")
+    pl = command("plan", "what apply would do, per device, with reasons; changes nothing")
+    json_option(pl)
+    pl.add_argument("devices", nargs="*", metavar="DEVICE", help="only these (default: all)")
 
-    ap = sub.add_parser("apply", help="make the devices match the policy now (one shot)")
-    ap.add_argument("--json", action="store_true")
+    ap = command(
+        "apply",
+        "make the devices match the policy now (one shot; the running daemon does it, if any)",
+    )
+    json_option(ap)
     ap.add_argument(
         "--offline-timeout",
         type=_positive_float,
-        default=30.0,
+        default=None,
         metavar="SECONDS",
-        help="give up offlining one memory block after this long (default 30)",
+        help="give up offlining one memory block after this long "
+        f"(default {DEFAULT_OFFLINE_TIMEOUT:g}, or the daemon's)",
     )
-    ap.add_argument("devices", nargs="*", metavar="DEVICE")
+    ap.add_argument(
+        "--lock-timeout",
+        type=_seconds,
+        default=DEFAULT_LOCK_TIMEOUT,
+        metavar="SECONDS",
+        help="wait this long for another writer (a daxd apply, a daemon not on D-Bus) to "
+        f"finish; exit 6 after (default {DEFAULT_LOCK_TIMEOUT:g})",
+    )
+    ap.add_argument("devices", nargs="*", metavar="DEVICE", help="only these (default: all)")
 
-    st = sub.add_parser("status", help="what the running daemon reports (else: sysfs)")
-    st.add_argument("--json", action="store_true")
+    st = command("status", "what the running daemon reports (else: what sysfs shows)")
+    json_option(st)
 
-    rn = sub.add_parser("run", help="the daemon (started by systemd as daxd.service)")
+    rn = command("run", "the daemon (started by systemd as daxd.service)")
     rn.add_argument(
-        "--offline-timeout", type=_positive_float, default=30.0, metavar="SECONDS",
-        help="give up offlining one memory block after this long (default 30)",
+        "--offline-timeout", type=_positive_float, default=DEFAULT_OFFLINE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up offlining one memory block after this long "
+        f"(default {DEFAULT_OFFLINE_TIMEOUT:g})",
     )  # fmt: skip
     rn.add_argument("--no-bus", action="store_true", help="do not publish on D-Bus")
     rn.add_argument("--no-udev", action="store_true", help="do not follow udev events")
 
-    mg = sub.add_parser(
-        "migrate-device-model", help="opt in to /sys/bus/dax on kernels using /sys/class/dax"
+    mg = command("migrate-device-model", "opt in to /sys/bus/dax on kernels using /sys/class/dax")
+    mg.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="install below this root (default: --root-dir, else /)",
     )
-    mg.add_argument("--root", type=Path, default=Path("/"), help="install below this root")
     return p
 
 
@@ -110,8 +188,28 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    """A wait: 0 (do not wait) up to a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds: {text!r}")
+    return value
+
+
+def roots_of(args: argparse.Namespace) -> Roots:
+    """The roots the options name: --root-dir DIR (else the running system), --sysfs on top."""
+    roots = Roots.under(args.root_dir) if args.root_dir is not None else Roots()
+    if args.sysfs is not None:
+        roots = roots.with_sysfs(args.sysfs)
+    return roots
+
+
 def main(argv: Sequence[str] | None = None, *, sysfs: Sysfs | None = None) -> int:
-    """The command; ``sysfs`` replaces the one --sysfs names (tests pass a fake kernel's)."""
+    """The command. ``sysfs`` replaces the Sysfs of the roots' sysfs tree (tests pass a fake
+    kernel's); with it the command never takes the roots for the running system's."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -119,130 +217,139 @@ def main(argv: Sequence[str] | None = None, *, sysfs: Sysfs | None = None) -> in
         stream=sys.stderr,
     )
     try:
-        return _dispatch(args, sysfs)
-    except PolicyError as e:
+        return _dispatch(args, roots_of(args), sysfs)
+    except PolicyInvalid as e:
         print(str(e), file=sys.stderr)
         return exitcodes.POLICY_INVALID
     except UsageError as e:
         print(f"daxd: {e}", file=sys.stderr)
         return exitcodes.USAGE
-    except SysfsError as e:
+    except (EnvironmentProblem, SysfsError) as e:
         print(f"daxd: {e}", file=sys.stderr)
         return exitcodes.ENVIRONMENT
     except KeyboardInterrupt:
         return exitcodes.INTERRUPTED
 
 
-def _runtime_dir(args: argparse.Namespace, injected: Sysfs | None) -> Path | None:
-    """The runtime folder; by default only for the running kernel's own /sys."""
-    if args.runtime_dir is not None:
-        return Path(args.runtime_dir)
-    if injected is None and args.sysfs == "/sys":
-        from daxd.apply.autoonline import RUNTIME_DIR
-
-        return RUNTIME_DIR
-    return None
-
-
-def _dispatch(args: argparse.Namespace, injected: Sysfs | None) -> int:
+def _dispatch(args: argparse.Namespace, roots: Roots, injected: Sysfs | None) -> int:
     command: str = args.command
+    live = roots.live and injected is None  # the running system: its daemon may be on D-Bus
     if command == "check":
         return _check(args)
     if command == "migrate-device-model":
         from daxd.cli.migrate import migrate_device_model
 
-        return migrate_device_model(args.root)
+        return migrate_device_model(args.root if args.root is not None else roots.base)
     if command == "run":
         from daxd.service.run import run, setup_logging
 
         setup_logging(args.verbose)
         return run(
-            sysfs_root=args.sysfs,
-            proc_root=args.procfs,
-            policy=args.policy,
+            roots=roots,
+            policy=_policy_path(args),
             policy_dir=args.policy_dir,
             strict_policy=not args.allow_untrusted_policy,
             offline_timeout=args.offline_timeout,
             use_bus=not args.no_bus,
             use_udev=not args.no_udev,
-            runtime_dir=_runtime_dir(args, injected),
         )
-    sysfs = injected or Sysfs(args.sysfs)
+    if command == "apply" and live and not _policy_given(args):
+        done = _apply_through_daemon(args)
+        if done is not None:
+            return done
+    sysfs = injected or Sysfs(roots.sys)
     if command == "status":
-        return _status(args, sysfs)
+        return _status(args, sysfs, live)
     if command == "list":
         return _list(args, sysfs)
     if command == "plan":
         return _plan(args, sysfs)
     if command == "apply":
-        return _apply(args, sysfs, _runtime_dir(args, injected))
+        return _apply_locally(args, roots, sysfs, live)
     raise UsageError(f"unknown command {command!r}")
 
 
+# --- the policy ----------------------------------------------------------------------------------
+def _policy_path(args: argparse.Namespace) -> Path:
+    return args.policy if args.policy is not None else DEFAULT_POLICY
+
+
+def _policy_given(args: argparse.Namespace) -> bool:
+    """Whether the command line chose the policy: the daemon applies its own, so then `apply`
+    acts itself (and waits for the daemon's lock)."""
+    return args.policy is not None or args.policy_dir is not None or args.allow_untrusted_policy
+
+
 def _load(args: argparse.Namespace, path: Path | None = None) -> Policy:
-    return load_policy(path or args.policy, args.policy_dir, strict=not args.allow_untrusted_policy)
+    from daxd.policy.errors import PolicyError
+    from daxd.policy.load import load_policy
+
+    try:
+        return load_policy(
+            path or _policy_path(args), args.policy_dir, strict=not args.allow_untrusted_policy
+        )
+    except PolicyError as e:
+        raise PolicyInvalid(str(e)) from None
+
+
+def _load_optional(args: argparse.Namespace) -> Policy | None:
+    """`list` works without a valid policy: it then shows no rules and says why."""
+    try:
+        return _load(args)
+    except PolicyInvalid as e:
+        first = str(e).splitlines()[0] if str(e) else "invalid policy"
+        print(f"daxd: warning: policy not used: {first}", file=sys.stderr)
+        return None
 
 
 def _check(args: argparse.Namespace) -> int:
-    path: Path = args.file or args.policy
+    path: Path = args.file or _policy_path(args)
     policy = _load(args, path)
     files = ", ".join(policy.sources) or str(path)
     print(f"{files}: valid, {len(policy.rules)} rule(s)")
     return exitcodes.OK
 
 
+# --- what the kernel shows -----------------------------------------------------------------------
+def _require_tree(sysfs: Sysfs) -> None:
+    """A folder without any of the landmarks is not a sysfs tree: say so, not "no devices"."""
+    if not any(sysfs.exists(rel) for rel in SYSFS_LANDMARKS):
+        raise EnvironmentProblem(
+            f"{sysfs.root} is not a sysfs tree: it has no bus/dax, class/dax or "
+            "devices/system/memory (--sysfs takes the sysfs folder itself, --root-dir the "
+            "folder holding sys/)"
+        )
+
+
 def _read(sysfs: Sysfs) -> KernelState:
+    from daxd.kernel.scan import read_state
+
+    _require_tree(sysfs)
     state = read_state(sysfs)
-    for d in state.diagnostics:
+    _warn(state.diagnostics, state.legacy_device_model)
+    return state
+
+
+def _warn(diagnostics: Sequence[object], legacy_device_model: bool) -> None:
+    for d in diagnostics:
         print(f"daxd: warning: {d}", file=sys.stderr)
-    if state.legacy_device_model:
+    if legacy_device_model:
         print(
             "daxd: this kernel exposes DAX devices through the legacy /sys/class/dax model; "
             "run `daxd migrate-device-model` and reboot to manage them",
             file=sys.stderr,
         )
-    return state
 
 
 def _selected(state: KernelState, names: list[str]) -> list[str]:
+    from daxd.plan.planner import device_sort_key
+
     if not names:
         return sorted(state.devices, key=device_sort_key)
     unknown = [n for n in names if n not in state.devices]
     if unknown:
         raise UsageError(f"no such DAX device: {', '.join(unknown)}")
     return list(dict.fromkeys(names))
-
-
-def _list(args: argparse.Namespace, sysfs: Sysfs) -> int:
-    from daxd.apply.report import list_entry
-    from daxd.cli.render import list_text  # not needed by `daxd run`
-
-    state = _read(sysfs)
-    policy = _load_optional(args)
-    rules = {
-        n: (r.name if (r := policy.match(state.devices[n])) else None) if policy else None
-        for n in _selected(state, [])
-    }
-    if args.json:
-        entries = [list_entry(state.devices[n], state.blocks_of(n), rules[n]) for n in rules]
-        print(_document("list", state, entries))
-    elif rules:
-        print(list_text(state, rules))
-    else:
-        print("no DAX devices")
-    return exitcodes.OK
-
-
-def _status(args: argparse.Namespace, sysfs: Sysfs) -> int:
-    from daxd.cli.status import daemon_status, status_json, status_text
-
-    found = daemon_status() if args.sysfs == "/sys" else None
-    if found is None:
-        print("daxd is not running; showing what sysfs tells", file=sys.stderr)
-        return _list(args, sysfs)
-    manager, devices = found
-    print(status_json(manager, devices) if args.json else status_text(manager, devices))
-    return exitcodes.OK
 
 
 def _document(kind: str, state: KernelState, entries: list[dict[str, Any]]) -> str:
@@ -257,63 +364,153 @@ def _document(kind: str, state: KernelState, entries: list[dict[str, Any]]) -> s
     )
 
 
-def _load_optional(args: argparse.Namespace) -> Policy | None:
-    """`list` works without a valid policy: it then shows no rules and says why."""
-    try:
-        return _load(args)
-    except PolicyError as e:
-        first = str(e).splitlines()[0] if str(e) else "invalid policy"
-        print(f"daxd: warning: policy not used: {first}", file=sys.stderr)
-        return None
+# --- list, status, plan --------------------------------------------------------------------------
+def _list(args: argparse.Namespace, sysfs: Sysfs) -> int:
+    from daxd.apply.report import list_entry
+    from daxd.cli.render import list_text
+
+    state = _read(sysfs)
+    policy = _load_optional(args)
+    entries = []
+    for name in _selected(state, []):
+        device = state.devices[name]
+        rule = policy.match(device) if policy else None
+        entries.append(list_entry(device, state.blocks_of(name), rule.name if rule else None))
+    print(_document("list", state, entries) if args.json else list_text(entries))
+    return exitcodes.OK
+
+
+def _status(args: argparse.Namespace, sysfs: Sysfs, live: bool) -> int:
+    from daxd.cli.status import daemon_status, status_json, status_text
+
+    found = daemon_status() if live else None
+    if found is None:
+        print("daxd is not running; showing what sysfs tells", file=sys.stderr)
+        return _list(args, sysfs)
+    manager, devices = found
+    print(status_json(manager, devices) if args.json else status_text(manager, devices))
+    return exitcodes.OK
 
 
 def _plan(args: argparse.Namespace, sysfs: Sysfs) -> int:
-    from daxd.apply.report import plan_entry
-    from daxd.cli.render import plan_text
+    from daxd.apply.report import plan_entry, plan_text
+    from daxd.plan.planner import plan_all
 
     policy = _load(args)
     state = _read(sysfs)
     plans = plan_all(state, policy, _selected(state, args.devices))
-    if args.json:
-        entries = [plan_entry(state.devices[p.device], state.blocks_of(p.device), p) for p in plans]
-        print(_document("plan", state, entries))
-    else:
-        print("\n".join(plan_text(p) for p in plans) if plans else "no DAX devices")
+    entries = [plan_entry(state.devices[p.device], state.blocks_of(p.device), p) for p in plans]
+    print(_document("plan", state, entries) if args.json else plan_text(entries))
     return exitcodes.OK
 
 
-def _apply(args: argparse.Namespace, sysfs: Sysfs, runtime_dir: Path | None) -> int:
-    from daxd.apply import autoonline
-    from daxd.apply.executor import ApplyOptions, Outcome, apply_device
-    from daxd.apply.report import result_entry
-    from daxd.cli.render import result_text
+# --- apply ---------------------------------------------------------------------------------------
+def _apply_code(entries: Sequence[Mapping[str, Any]]) -> int:
+    """The exit code of an apply, from its entries' outcomes (docs/cli.md)."""
+    outcomes = {e.get("outcome") for e in entries}
+    if outcomes & {"failed", "stopped"}:
+        return exitcodes.FAILED
+    if "refused" in outcomes:
+        return exitcodes.REFUSED
+    return exitcodes.OK
+
+
+def _apply_through_daemon(args: argparse.Namespace) -> int | None:
+    """Let the running daemon apply; its exit code, or None when no daemon is on the bus."""
+    from daxd.apply.report import apply_text
+    from daxd.cli.client import DaemonError, apply_via_daemon
+
+    try:
+        reply = apply_via_daemon(args.devices, offline_timeout=args.offline_timeout)
+    except DaemonError as e:
+        return _daemon_refused(e)
+    except KeyboardInterrupt:
+        print("daxd: interrupted; the daemon goes on with the apply", file=sys.stderr)
+        raise
+    if reply is None:
+        return None
+    try:
+        doc = json.loads(reply)
+        entries = doc["devices"]
+        if not isinstance(entries, list):
+            raise TypeError("devices is not a list")
+    except (ValueError, TypeError, KeyError) as e:
+        raise EnvironmentProblem(f"the daemon's answer is not an apply document: {e}") from None
+    _warn(doc.get("diagnostics") or [], bool(doc.get("legacy_device_model")))
+    if doc.get("legacy_device_model") and not entries:
+        return exitcodes.ENVIRONMENT
+    print(reply if args.json else apply_text(entries))
+    return _apply_code(entries)
+
+
+def _daemon_refused(e: DaemonError) -> int:
+    from daxd.cli.client import ERROR_ACCESS_DENIED, ERROR_NO_SUCH_DEVICE
+
+    if e.name == "org.daxd.Daxd1.Error.PolicyInvalid":
+        raise PolicyInvalid(e.text)
+    if e.name == ERROR_NO_SUCH_DEVICE:
+        text = e.text.removeprefix("daxd: ")
+        raise UsageError(
+            text if text.startswith("no such DAX device") else f"no such DAX device: {text}"
+        )
+    if e.name in ("org.daxd.Daxd1.Error.PermissionDenied", ERROR_ACCESS_DENIED):
+        raise EnvironmentProblem(f"only root may apply the policy (the daemon said: {e.text})")
+    raise EnvironmentProblem(f"the daemon could not apply the policy: {e}")
+
+
+def _apply_locally(args: argparse.Namespace, roots: Roots, sysfs: Sysfs, live: bool) -> int:
+    """No daemon to ask: act, under the writer lock of the roots' runtime folder."""
+    from daxd.apply.writer_lock import LockBusy, LockUnavailable, WriterLock
 
     policy = _load(args)
-    if runtime_dir is not None and (done := autoonline.recover(sysfs, runtime_dir)):
+    _require_tree(sysfs)  # before the lock: a wrong --root-dir gets no run/daxd made in it
+    lock = WriterLock(roots.runtime, "daxd apply") if roots.runtime is not None else None
+    if lock is not None:
+        try:
+            lock.acquire(args.lock_timeout)
+        except LockBusy as e:
+            hint = ""
+            if live and _policy_given(args):
+                hint = (
+                    " (a running daemon applies its own policy: `daxd apply` without --policy, "
+                    "--policy-dir and --allow-untrusted-policy asks it to)"
+                )
+            print(f"daxd: {e}{hint}", file=sys.stderr)
+            return exitcodes.BUSY
+        except LockUnavailable as e:
+            raise EnvironmentProblem(str(e)) from None
+    try:
+        return _apply_held(args, roots, sysfs, policy)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _apply_held(args: argparse.Namespace, roots: Roots, sysfs: Sysfs, policy: Policy) -> int:
+    from daxd.apply import autoonline
+    from daxd.apply.executor import ApplyOptions, apply_device
+    from daxd.apply.report import apply_text, result_entry
+    from daxd.kernel.sysfs import install_interrupt_handler
+
+    if roots.runtime is not None and (done := autoonline.recover(sysfs, roots.runtime)):
         print(f"daxd: {done}", file=sys.stderr)
     state = _read(sysfs)
     if state.legacy_device_model and not state.devices:
         return exitcodes.ENVIRONMENT
     install_interrupt_handler()
     opts = ApplyOptions(
-        proc_root=Path(args.procfs),
-        offline_timeout=args.offline_timeout,
-        runtime_dir=runtime_dir,
+        proc_root=roots.proc,
+        offline_timeout=(
+            args.offline_timeout if args.offline_timeout is not None else DEFAULT_OFFLINE_TIMEOUT
+        ),
+        runtime_dir=roots.runtime,
     )
     results = [
         apply_device(sysfs, policy, name, state.hotplug, opts)
         for name in _selected(state, args.devices)
     ]
-    if args.json:
-        entries = [
-            result_entry(state.devices.get(r.device), state.blocks_of(r.device), r) for r in results
-        ]
-        print(_document("apply", state, entries))
-    else:
-        print("\n".join(result_text(r) for r in results) if results else "no DAX devices")
-    outcomes = {r.outcome for r in results}
-    if outcomes & {Outcome.FAILED, Outcome.STOPPED}:
-        return exitcodes.FAILED
-    if Outcome.REFUSED in outcomes:
-        return exitcodes.REFUSED
-    return exitcodes.OK
+    entries = [
+        result_entry(state.devices.get(r.device), state.blocks_of(r.device), r) for r in results
+    ]
+    print(_document("apply", state, entries) if args.json else apply_text(entries))
+    return _apply_code(entries)

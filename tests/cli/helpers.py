@@ -31,20 +31,18 @@ def daxd(
     policy: Path,
     *args: str,
 ) -> Ran:
-    """`daxd --sysfs <kernel>/sys --procfs <kernel>/proc --policy POLICY ARGS...`."""
-    argv = [
-        "--sysfs",
-        str(kernel.sysfs_root),
-        "--procfs",
-        str(kernel.proc_root),
-        "--policy",
-        str(policy),
-        *args,
-    ]
+    """`daxd --root-dir <kernel> --policy POLICY ARGS...`: the kernel's sys/ and proc/, and its
+    run/daxd for the writer lock and the auto_online_blocks record."""
+    argv = ["--root-dir", str(kernel_root(kernel)), "--policy", str(policy), *args]
     capsys.readouterr()  # drop what earlier steps printed
     code = main(argv, sysfs=kernel.sysfs)
     captured = capsys.readouterr()
     return Ran(code, captured.out, captured.err)
+
+
+def kernel_root(kernel: FakeKernel) -> Path:
+    """The folder holding the fake kernel's sys/ and proc/: what --root-dir takes."""
+    return kernel.sysfs_root.parent
 
 
 def devices(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from daxd.cli.main import main
-from tests.cli.helpers import daxd, devices
+from tests.cli.helpers import daxd, devices, kernel_root
 from tests.fakekernel import FakeKernel
 from tests.plan.helpers import (
     DEVDAX,
@@ -123,7 +123,7 @@ def test_list_text(
     assert ran.code == 0
     # Columns are padded to the widest cell; compare with single spaces.
     rows = [" ".join(ln.split()) for ln in ran.out.splitlines()]
-    assert rows[0] == "DEVICE PROVIDER SIZE NODE MODE ZONE MEMMAP BLOCKS RULE"
+    assert rows[0] == "DEVICE PROVIDER SIZE TARGET-NODE MODE ZONE MEMMAP BLOCKS RULE"
     assert ran.out.splitlines()[0].startswith("DEVICE  PROVIDER  SIZE")
     by_name = {r.split()[0]: r for r in rows[1:]}
     assert by_name["dax0.0"] == "dax0.0 pmem 1006 MiB 1 devdax - no 0/0 -"
@@ -487,16 +487,20 @@ def test_apply_puts_back_auto_online_from_the_runtime_dir(
     capsys: pytest.CaptureFixture[str], pmem_kernel: FakeKernel, tmp_path: Path
 ) -> None:
     auto = "devices/system/memory/auto_online_blocks"
+    record = kernel_root(pmem_kernel) / "run" / "daxd" / "auto_online_blocks.switched"
     pmem_kernel.sysfs.write(auto, "offline")
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "auto_online_blocks.switched").write_text("online offline 999999999\n")
+    record.parent.mkdir(parents=True)
+    record.write_text("online offline 999999999\n")
     policy = write_policy(tmp_path, DEVDAX)
-    ran = daxd(capsys, pmem_kernel, policy, "--runtime-dir", str(tmp_path / "run"), "apply")
+    ran = daxd(capsys, pmem_kernel, policy, "apply")  # --root-dir: its run/daxd
     assert ran.code == 0
     assert "daxd: put auto_online_blocks back to online" in ran.err
     assert pmem_kernel.sysfs.read(auto) == "online"
-    # Without --runtime-dir, a --sysfs tree has no record: nothing is looked at.
+    assert not record.exists()
+    # A bare --sysfs tree (a dump) has no runtime folder: nothing is looked at.
     pmem_kernel.sysfs.write(auto, "offline")
-    (tmp_path / "run" / "auto_online_blocks.switched").write_text("online offline 999999999\n")
-    assert daxd(capsys, pmem_kernel, policy, "apply").code == 0
+    record.write_text("online offline 999999999\n")
+    argv = ["--sysfs", str(pmem_kernel.sysfs_root), "--policy", str(policy), "apply"]
+    assert main(argv, sysfs=pmem_kernel.sysfs) == 0
     assert pmem_kernel.sysfs.read(auto) == "offline"
+    assert record.exists()
