@@ -129,8 +129,8 @@ rules:
   - name: second-$1
     match: {device: dax1.0}
     mode: $1
-    allow_pmem_data_loss: true
 EOF
+    if [ "$1" = system-ram ]; then echo "    allow_pmem_data_loss: true" >> /etc/daxd/policy.yaml; fi
 }
 policy_dax1 system-ram
 lab_call apply-ram daxd apply
