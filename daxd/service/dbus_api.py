@@ -31,10 +31,15 @@ manager's path, so this module suppresses those and emits the signals itself, fr
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
 import re
+import socket
 import string
+import time
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from dbus_fast import (
@@ -49,6 +54,7 @@ from dbus_fast import (
     Variant,
 )
 from dbus_fast.aio import MessageBus
+from dbus_fast.aio import message_bus as aio_message_bus
 from dbus_fast.service import ServiceInterface
 
 from daxd import __version__
@@ -70,6 +76,7 @@ from daxd.service.dbus_objects import (
     PolicyInvalidError,
     StatusInterface,
 )
+from daxd.service.malloc import pin_thresholds
 from daxd.service.status import DeviceStatus, ManagerStatus
 
 __all__ = [
@@ -108,6 +115,22 @@ _PROPERTIES_INTERFACE = "org.freedesktop.DBus.Properties"
 # D-Bus names are at most 255 characters; none of daxd's object paths is longer than this.
 _MAX_NAME = 255
 _MAX_PATH = 1024
+# The arguments of any method call daxd receives, as on the wire: calls over these limits are
+# refused with InvalidArgs before anything reads them (nothing is quoted back, nothing kept).
+# The largest call daxd needs is Manager.Apply(as, a{sv}) with at most 4096 device names of at
+# most 255 characters: about 1 MiB, half the total allowed.  Properties names are held to
+# _MAX_NAME further down.
+_MAX_ARGS_SIZE = 2 << 20  # bytes in all
+_MAX_STRING = 4096  # characters in one string, object path or signature (PATH_MAX)
+_MAX_ITEMS = 4096  # entries in one array or dict
+_TOO_LARGE = (
+    f"arguments too large: daxd takes at most {_MAX_ARGS_SIZE >> 20} MiB of arguments, "
+    f"strings of at most {_MAX_STRING} characters and arrays of at most {_MAX_ITEMS} entries"
+)
+# After a message this large, dbus-fast's reader is made to let go of it (see _release_reader).
+_RELEASE_SIZE = 256 << 10
+# Messages dbus-fast's reader handles before the event loop gets a turn (see _ReaderInTurns).
+_READ_BATCH = 32
 _MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
 _PATH_CHARS = frozenset(string.ascii_letters + string.digits)
 
@@ -170,9 +193,99 @@ def _machine_id() -> str | None:
 async def connect_system_bus(address: str | None = None) -> MessageBus:
     """Connect to ``address``, else ``$DBUS_SYSTEM_BUS_ADDRESS``, else the standard system bus."""
     address = address or os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or DEFAULT_SYSTEM_BUS_ADDRESS
-    bus = await MessageBus(bus_address=address, bus_type=BusType.SYSTEM).connect()
+    bus = MessageBus(bus_address=address, bus_type=BusType.SYSTEM)
+    with _reading_in_turns(bus):
+        await bus.connect()
     _tolerate_full_socket(bus)
     return bus
+
+
+@contextlib.contextmanager
+def _reading_in_turns(bus: MessageBus) -> Iterator[None]:
+    """While ``bus`` connects, have its socket read by :class:`_ReaderInTurns`.
+
+    dbus-fast's reader (5.x) goes on handling messages for as long as its buffer holds the
+    start of another one, which under a flood of calls from any local user is for as long as
+    the flood lasts: udev events, timers, the watchdog and the worker thread's results all
+    waited (a device hot-added during a 12 s flood was applied after it, instead of 0.1 s
+    after its uevent).  dbus-fast makes its reader while it connects, with the module's
+    ``build_message_reader``: that is where it is swapped.
+    """
+    module = vars(aio_message_bus)
+    original = module.get("build_message_reader")
+    if original is None:
+        _log.debug("dbus-fast reader not found; the loop may starve under a flood")
+        yield
+        return
+
+    def build(
+        sock: socket.socket | None,
+        process: Callable[[Message], None],
+        finalize: Callable[[Exception | None], None],
+        negotiate_unix_fd: bool,
+    ) -> Callable[[], None]:
+        reader: Callable[[], None] = original(sock, process, finalize, negotiate_unix_fd)
+        args = reader.args if isinstance(reader, functools.partial) else ()
+        unmarshaller = args[0] if args else None
+        if sock is None or not callable(getattr(unmarshaller, "unmarshall", None)):
+            _log.debug("dbus-fast reader not recognised; the loop may starve under a flood")
+            return reader
+        return _ReaderInTurns(bus, sock.fileno(), unmarshaller, process, finalize).readable
+
+    module["build_message_reader"] = build
+    try:
+        yield
+    finally:
+        module["build_message_reader"] = original
+
+
+class _ReaderInTurns:
+    """dbus-fast's reader, but at most _READ_BATCH messages at a time, and at most half the time.
+
+    After a full batch (the caller is flooding), the socket is left alone for as long as that
+    batch took: udev events, timers and the worker thread (which needs the GIL the loop thread
+    holds while it answers calls) get the other half, and so do the other processes on the
+    machine, the flooding clients included, which then send less.
+    """
+
+    def __init__(
+        self,
+        bus: MessageBus,
+        fd: int,
+        unmarshaller: Any,
+        process: Callable[[Message], None],
+        finalize: Callable[[Exception | None], None],
+    ) -> None:
+        self._bus = bus
+        self._fd = fd
+        self._unmarshaller = unmarshaller
+        self._process = process
+        self._finalize = finalize
+
+    def readable(self) -> None:
+        """The socket is readable (asyncio's reader callback)."""
+        start = time.monotonic()
+        try:
+            for _ in range(_READ_BATCH):
+                message = self._unmarshaller.unmarshall()
+                if message is None:  # the socket has nothing more for now
+                    return
+                try:
+                    self._process(message)
+                except Exception:
+                    _log.exception("unexpected error while handling a D-Bus message")
+        except Exception as exc:  # the connection is lost or broken: what dbus-fast does
+            self._finalize(exc)
+            return
+        if self._bus.connected:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self._fd)
+            loop.call_later(time.monotonic() - start, self._resume)
+
+    def _resume(self) -> None:
+        if self._bus.connected:  # else dbus-fast has removed its reader for good
+            asyncio.get_running_loop().add_reader(self._fd, self.readable)
+            self.readable()  # what is read already does not make the socket readable
 
 
 class _SendWhenWritable:
@@ -231,6 +344,44 @@ def _unexport_quietly(bus: MessageBus, path: str, interface: ServiceInterface) -
         bus._disconnected = was_disconnected
 
 
+def _wire_size(body: list[Any], limit: int) -> int:
+    """Roughly the bytes ``body`` takes on the wire, or more than ``limit`` if it is over it.
+
+    Stops counting as soon as the count passes ``limit`` or one string or array passes its own
+    limit, so a 20 MiB string or a million-entry array costs one ``len()``.  Every value counts
+    at least 4 bytes, so the walk is never longer than what dbus-fast already unmarshalled.
+    """
+    size = 0
+    pending: list[Any] = list(body)
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):  # s, o, g
+            if len(value) > _MAX_STRING:
+                return limit + 1
+            size += 5 + len(value)
+        elif isinstance(value, bytes | bytearray):  # ay
+            size += 4 + len(value)
+        elif isinstance(value, Variant):
+            size += 3 + len(value.signature)
+            pending.append(value.value)
+        elif isinstance(value, dict):
+            if len(value) > _MAX_ITEMS:
+                return limit + 1
+            size += 4 + 8 * len(value)
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list | tuple):  # arrays and structs
+            if len(value) > _MAX_ITEMS:
+                return limit + 1
+            size += 4
+            pending.extend(value)
+        else:  # numbers, booleans, fd indexes
+            size += 8
+        if size > limit:
+            return size
+    return size
+
+
 def _checked_values(interface: StatusInterface, what: str) -> dict[str, Variant]:
     """The wire values, or ValueError when one does not fit its D-Bus type."""
     try:
@@ -258,6 +409,7 @@ class DBusApi:
         self._bus: MessageBus | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._method_signatures = self._own_method_signatures()
+        self._releasing = False  # a _release_reader() round trip is under way
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -273,6 +425,7 @@ class DBusApi:
         """
         if self._bus is not None:
             raise RuntimeError("the D-Bus API is already started")
+        pin_thresholds()  # before the first message: see daxd/service/malloc.py
         self._bus = bus
         bus.add_message_handler(self._filter)
         _export_quietly(bus, MANAGER_PATH, self._manager)
@@ -347,6 +500,11 @@ class DBusApi:
     @property
     def device_names(self) -> list[str]:
         return [device.status.name for device in self._devices.values()]
+
+    def published_device(self, name: str) -> DeviceStatus | None:
+        """What is published of device ``name``; None when it has no object."""
+        path = self._paths.get(name)
+        return None if path is None else self._devices[path].status
 
     def set_manager(self, status: ManagerStatus) -> None:
         """Publish the daemon's own status; emits PropertiesChanged with what changed."""
@@ -450,8 +608,15 @@ class DBusApi:
 
     def _filter(self, msg: Message) -> bool:
         """Runs before dbus-fast's dispatch for every incoming message; True = answered here."""
+        size = _wire_size(msg.body, _MAX_ARGS_SIZE) if msg.body else 0
+        if size > _RELEASE_SIZE:
+            self._release_reader()
         if msg.message_type != MessageType.METHOD_CALL or msg.path is None or msg.member is None:
             return False
+        if size > _MAX_ARGS_SIZE:
+            msg.body = []  # dbus-fast's reader keeps the last message until the next one
+            self._reply(msg, Message.new_error(msg, ErrorType.INVALID_ARGS.value, _TOO_LARGE))
+            return True
         if msg.interface == _PEER_INTERFACE and msg.member == "GetMachineId" and not msg.signature:
             # dbus-fast would ask the bus, which the system bus policy forbids, and pass the
             # refusal -- this process's pid, uid and command line -- back to the caller.
@@ -478,6 +643,16 @@ class DBusApi:
                 ),
             )
             return True
+        if (
+            msg.interface == _PROPERTIES_INTERFACE
+            and msg.member == "GetAll"
+            and msg.signature == "s"
+            and msg.body[0] == ""
+        ):
+            # The specification lets an empty interface name mean every interface; dbus-fast
+            # answers NotSupported.
+            self._reply(msg, self._get_all(msg))
+            return True
         if msg.path != MANAGER_PATH:
             # Only the manager object has methods; a device object must not answer
             # Manager.Reload (dbus-fast says it has no such method).
@@ -503,6 +678,52 @@ class DBusApi:
             task.add_done_callback(self._tasks.discard)
             return True
         return False
+
+    def _get_all(self, msg: Message) -> Message:
+        """Properties.GetAll(""): every property of every interface at ``msg.path``."""
+        interface: StatusInterface | None = (
+            self._manager if msg.path == MANAGER_PATH else self._devices.get(msg.path or "")
+        )
+        if interface is None:
+            return Message.new_error(msg, ErrorType.UNKNOWN_OBJECT.value, "no object at this path")
+        try:
+            values = interface.dbus_values()  # the standard interfaces have no properties
+        except Exception:
+            _log.exception("D-Bus GetAll failed")
+            return Message.new_error(msg, ERROR_FAILED, GENERIC_FAILURE)
+        return Message.new_method_return(msg, "a{sv}", [values])
+
+    def _release_reader(self) -> None:
+        """Make dbus-fast's reader let go of the large message it has just read.
+
+        Its unmarshaller keeps the last message and the raw bytes it came in (twice the
+        argument's size: 40 MiB for a 20 MiB string) until the next message arrives, which on
+        a quiet system bus may be hours away.  Any reply will do: ask the bus for its id.  One
+        round trip at a time: whatever arrives while it is under way is followed by its reply.
+        """
+        bus = self._bus
+        if bus is None or self._releasing:
+            return
+        self._releasing = True
+
+        async def round_trip() -> None:
+            try:
+                await bus.call(
+                    Message(
+                        destination="org.freedesktop.DBus",
+                        path="/org/freedesktop/DBus",
+                        interface="org.freedesktop.DBus",
+                        member="GetId",
+                    )
+                )
+            except Exception:
+                _log.debug("GetId after a large message failed", exc_info=True)
+            finally:
+                self._releasing = False
+
+        task = asyncio.get_running_loop().create_task(round_trip())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _privileged_call(self, msg: Message) -> None:
         try:

@@ -150,6 +150,48 @@ def test_manager_properties(bus: PrivateSystemBus) -> None:
     run_async(body)
 
 
+def test_get_all_without_an_interface_name_gives_every_property(bus: PrivateSystemBus) -> None:
+    """The specification lets GetAll("") mean every interface, and generic clients send it;
+    dbus-fast answers NotSupported."""
+    dax0 = device("dax0.0")
+    props = "org.freedesktop.DBus.Properties"
+
+    async def get_all(path: str, interface: str) -> dict[str, Any]:
+        result = await busctl(
+            bus,
+            "--json=short",
+            "call",
+            BUS_NAME,
+            path,
+            props,
+            "GetAll",
+            "s",
+            interface,
+            nobody=True,
+        )
+        data: dict[str, Any] = result.json()["data"][0]
+        return data
+
+    async def body() -> None:
+        async with running_api(FakeController(), [dax0]):
+            assert unpack(await get_all(DAX0, "")) == wire(dax0)
+            assert await get_all(DAX0, "") == await get_all(DAX0, DEVICE_INTERFACE)
+            manager = await get_all(MANAGER_PATH, "")
+            assert manager == await get_all(MANAGER_PATH, MANAGER_INTERFACE)
+            assert manager["Devices"] == {"type": "ao", "data": [DAX0]}
+            assert await get_all(DAX0, "org.freedesktop.DBus.Peer") == {}  # as before
+
+            text = (await gdbus_call(bus, DAX0, f"{props}.GetAll", "''", nobody=True)).check()
+            assert "'State': <'pending'>" in text.stdout
+            nope = await gdbus_call(
+                bus, "/org/daxd/Daxd1/devices/nope", f"{props}.GetAll", "''", nobody=True
+            )
+            assert nope.returncode != 0
+            assert "org.freedesktop.DBus.Error.UnknownObject" in nope.stderr, nope.stderr
+
+    run_async(body)
+
+
 def test_tree_and_introspection(bus: PrivateSystemBus) -> None:
     async def body() -> None:
         async with running_api(FakeController(), [device("dax0.0")]):
