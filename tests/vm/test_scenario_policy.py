@@ -130,7 +130,7 @@ rules:
     match: {device: dax1.0}
     mode: $1
 EOF
-    if [ "$1" = system-ram ]; then echo "    allow_pmem_data_loss: true" >> /etc/daxd/policy.yaml; fi
+    [ "$1" != system-ram ] || echo "    allow_pmem_data_loss: true" >> /etc/daxd/policy.yaml
 }
 policy_dax1 system-ram
 lab_call apply-ram daxd apply
