@@ -56,6 +56,7 @@ def step_json(s: Step) -> dict[str, Any]:
         "path": s.path,
         "value": s.value,
         "block": s.block,
+        "driver": s.driver,
         "reason": s.reason,
     }
 

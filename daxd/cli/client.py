@@ -47,7 +47,9 @@ def apply_via_daemon(
     """Ask the daemon to apply its policy to ``devices`` (all when empty) and wait for it.
 
     Returns the "apply" JSON document (daxd/apply/report.py ``document``), the same that local
-    `daxd apply --json` prints; None when no daemon is on the system bus
+    `daxd apply --json` prints, made of the daemon's records (one per device, turned back into
+    entries by daxd/service/dbus_values.py) and its ``Hotplug`` and ``Diagnostics`` properties
+    as they are after the apply; None when no daemon is on the system bus
     (``$DBUS_SYSTEM_BUS_ADDRESS``, else the standard socket). Raises DaemonError for an error
     reply (``org.daxd.Daxd1.Error.PolicyInvalid``, ``.NoSuchDevice``, ``.PermissionDenied``,
     ``org.freedesktop.DBus.Error.AccessDenied``, ...) or a daemon that left without answering.
@@ -116,6 +118,7 @@ async def _apply(
             raise DaemonError(
                 "disconnected", f"the bus connection broke before the daemon answered: {e}"
             ) from None
+        manager = await _manager_properties(bus, connect_timeout) if _returned(reply) else {}
     finally:
         bus.disconnect()
     if reply is None:
@@ -126,9 +129,60 @@ async def _apply(
             return None
         text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
         raise DaemonError(name, text)
-    if reply.message_type is not MessageType.METHOD_RETURN or not (
-        reply.body and isinstance(reply.body[0], str)
-    ):
+    if reply.message_type is not MessageType.METHOD_RETURN or reply.signature != "aa{sv}":
         raise DaemonError("unexpected", f"the daemon answered Apply with {reply.signature!r}")
-    document: str = reply.body[0]
-    return document
+    records: list[dict[str, Any]] = reply.body[0]
+    for record in records:
+        if not {"name", "outcome"} <= set(record):
+            raise DaemonError("unexpected", "the daemon answered Apply with a record lacking "
+                              "name or outcome")  # fmt: skip
+    return _document(records, manager)
+
+
+def _returned(reply: Any) -> bool:
+    from dbus_fast import MessageType
+
+    return reply is not None and reply.message_type is MessageType.METHOD_RETURN
+
+
+async def _manager_properties(bus: Any, timeout: float) -> dict[str, Any]:
+    """The manager's properties (Hotplug, Diagnostics), or {} when the daemon does not say."""
+    from dbus_fast import Message
+
+    from daxd.service.dbus_api import BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH
+
+    try:
+        reply = await asyncio.wait_for(
+            bus.call(
+                Message(
+                    destination=BUS_NAME,
+                    path=MANAGER_PATH,
+                    interface="org.freedesktop.DBus.Properties",
+                    member="GetAll",
+                    signature="s",
+                    body=[MANAGER_INTERFACE],
+                )
+            ),
+            timeout,
+        )
+    except Exception:
+        return {}
+    if not _returned(reply) or reply.signature != "a{sv}":
+        return {}
+    properties: dict[str, Any] = reply.body[0]
+    return properties
+
+
+def _document(records: list[Any], manager: dict[str, Any]) -> str:
+    """The "apply" document of the daemon's answer."""
+    from daxd.apply.report import document
+    from daxd.service.dbus_values import apply_entries_from_dbus, hotplug_from_dbus, unwrap
+
+    hotplug = unwrap(manager.get("Hotplug"))
+    diagnostics = unwrap(manager.get("Diagnostics"))
+    return document(
+        "apply",
+        hotplug_from_dbus(hotplug if isinstance(hotplug, dict) else {}),
+        apply_entries_from_dbus(records),
+        diagnostics=[str(d) for d in diagnostics] if isinstance(diagnostics, list) else [],
+    )

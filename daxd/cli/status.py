@@ -10,8 +10,8 @@ from daxd.cli.render import human_size, table
 
 DEVICE_FIELDS = (
     "Name", "Provider", "Size", "NumaNode", "TargetNode", "Driver", "Mode", "Zone",
-    "MemmapOnMemory", "BlocksOnline", "BlocksTotal", "Rule", "DesiredMode", "State",
-    "LastError", "LastChange",
+    "MemmapOnMemory", "BlocksOnline", "BlocksTotal", "BlocksMovable", "BlocksNormal", "Rule",
+    "DesiredMode", "State", "LastError", "LastChange",
 )  # fmt: skip
 
 
@@ -26,6 +26,7 @@ async def _fetch(timeout: float) -> tuple[dict[str, Any], list[dict[str, Any]]] 
         MANAGER_PATH,
         connect_system_bus,
     )
+    from daxd.service.dbus_values import unwrap
 
     try:
         bus = await asyncio.wait_for(connect_system_bus(), timeout)
@@ -64,12 +65,12 @@ async def _fetch(timeout: float) -> tuple[dict[str, Any], list[dict[str, Any]]] 
         bus.disconnect()
     if manager_reply is None or manager_reply.message_type is not MessageType.METHOD_RETURN:
         return None
-    manager = {k: v.value for k, v in manager_reply.body[0].items()}
+    manager = {k: unwrap(v) for k, v in manager_reply.body[0].items()}
     devices = []
     for interfaces in reply.body[0].values():
         props = interfaces.get(DEVICE_INTERFACE)
         if props is not None:
-            devices.append({k: v.value for k, v in props.items()})
+            devices.append({k: unwrap(v) for k, v in props.items()})
     devices.sort(key=lambda d: str(d.get("Name", "")))
     return manager, devices
 
@@ -87,11 +88,20 @@ def status_text(manager: dict[str, Any], devices: list[dict[str, Any]]) -> str:
     if manager.get("PolicyError"):
         lines.append("policy rejected (previous one in force):")
         lines += ["  " + ln for ln in str(manager["PolicyError"]).splitlines()]
+    hotplug = manager.get("Hotplug")
+    if isinstance(hotplug, dict) and hotplug:
+        lines.append("hotplug: " + hotplug_text(hotplug))
     for c in manager.get("Conflicts", []):
         lines.append(f"conflict: {c}")
+    for d in manager.get("Diagnostics", []):
+        lines.append(f"sysfs: {d}")
     if devices:
-        rows = [["DEVICE", "PROVIDER", "SIZE", "MODE", "ZONE", "BLOCKS", "RULE", "STATE"]]
+        rows = [
+            ["DEVICE", "PROVIDER", "SIZE", "MODE", "ZONE", "ONLINE", "MOVABLE", "NORMAL",
+             "MEMMAP", "RULE", "STATE"]
+        ]  # fmt: skip
         for d in devices:
+            memmap = d.get("MemmapOnMemory")
             rows.append(
                 [
                     str(d.get("Name")),
@@ -100,6 +110,9 @@ def status_text(manager: dict[str, Any], devices: list[dict[str, Any]]) -> str:
                     str(d.get("Mode")),
                     str(d.get("Zone") or "-"),
                     f"{d.get('BlocksOnline')}/{d.get('BlocksTotal')}",
+                    str(d.get("BlocksMovable", "-")),
+                    str(d.get("BlocksNormal", "-")),
+                    "-" if memmap is None else "on device" if memmap else "no",
                     str(d.get("Rule") or "-"),
                     str(d.get("State")),
                 ]
@@ -111,6 +124,21 @@ def status_text(manager: dict[str, Any], devices: list[dict[str, Any]]) -> str:
     else:
         lines.append("no DAX devices")
     return "\n".join(lines)
+
+
+def hotplug_text(hotplug: dict[str, Any]) -> str:
+    """Manager.Hotplug in one line: the keys the kernel shows."""
+    parts = []
+    if isinstance(hotplug.get("block-size"), int):
+        parts.append(f"block size {human_size(hotplug['block-size'])}")
+    for key in ("auto-online-blocks", "online-policy"):
+        if key in hotplug:
+            parts.append(f"{key} {hotplug[key]}")
+    if "memmap-on-memory" in hotplug:
+        parts.append(f"memmap-on-memory {'on' if hotplug['memmap-on-memory'] else 'off'}")
+    if "hotremove" in hotplug:
+        parts.append("hot-remove" if hotplug["hotremove"] else "no hot-remove")
+    return ", ".join(parts)
 
 
 def status_json(manager: dict[str, Any], devices: list[dict[str, Any]]) -> str:

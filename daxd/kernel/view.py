@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 from daxd.kernel.model import DRIVER_DEVDAX, DRIVER_KMEM, DaxDevice, KernelZone, MemoryBlock
 
+# The zones the kernel itself may allocate from (everything but ZONE_MOVABLE and ZONE_DEVICE):
+# an online block in one of these holds memory that cannot be offlined at will.
+KERNEL_ZONES = frozenset({KernelZone.DMA, KernelZone.DMA32, KernelZone.NORMAL, KernelZone.HIGHMEM})
+
 
 def observed_mode(device: DaxDevice) -> str:
     """devdax / system-ram / unbound / other:<driver> (never assume "not kmem" means devdax)."""
@@ -48,6 +52,8 @@ class DeviceView:
     blocks_total: int
     numa_node: int | None
     target_node: int | None
+    blocks_movable: int = 0  # online blocks in ZONE_MOVABLE
+    blocks_normal: int = 0  # online blocks in a kernel zone (KERNEL_ZONES)
 
 
 def view(device: DaxDevice, blocks: tuple[MemoryBlock, ...]) -> DeviceView:
@@ -63,4 +69,6 @@ def view(device: DaxDevice, blocks: tuple[MemoryBlock, ...]) -> DeviceView:
         blocks_total=len(blocks),
         numa_node=device.numa_node,
         target_node=device.target_node,
+        blocks_movable=sum(1 for b in blocks if b.zone is KernelZone.MOVABLE),
+        blocks_normal=sum(1 for b in blocks if b.zone in KERNEL_ZONES),
     )

@@ -19,7 +19,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +28,6 @@ from typing import Any, Protocol
 from daxd import __version__
 from daxd.apply import autoonline
 from daxd.apply.executor import StepResult
-from daxd.apply.report import document
 from daxd.apply.writer_lock import LockUnavailable, WriterLock
 from daxd.kernel.layout import device_dir
 from daxd.kernel.model import HotplugSettings
@@ -141,9 +140,10 @@ class Daemon:
         self.policy_loaded_at = 0
         self.conflicts: tuple[str, ...] = ()
         self.hotplug: HotplugSettings | None = None  # as the last pass read it
+        self.diagnostics: tuple[str, ...] = ()  # what the last full read of sysfs found odd
         self.published: dict[str, DeviceStatus] = {}
         self._plans: dict[str, dict[str, Any]] = {}
-        self._plan_document = ""
+        self._plan_records: tuple[dict[str, Any], ...] = ()
         self._requests = _Requests()
         self._later: dict[str, asyncio.TimerHandle] = {}  # drift waiting for quiet, by device
         self._wake = asyncio.Event()
@@ -215,12 +215,15 @@ class Daemon:
         """Re-read and apply every device now (D-Bus Reconcile)."""
         await self.run_pass(None)
 
-    async def apply(self, names: Sequence[str], offline_timeout: float | None = None) -> str:
+    async def apply(
+        self, names: Sequence[str], offline_timeout: float | None = None
+    ) -> list[dict[str, Any]]:
         """`daxd apply`: the policy as it is on disk, then the named devices (or all) now.
 
         A policy that does not load raises PolicyRejected and keeps the one in force; a name the
-        dax bus does not have raises NoSuchDevice before anything is done. Returns the JSON
-        document `daxd apply --json` prints.
+        dax bus does not have raises NoSuchDevice before anything is done. Returns the entries
+        of the document `daxd apply --json` prints (daxd/apply/report.py result_entry), one per
+        device.
         """
         chosen = list(dict.fromkeys(names))
         missing = [n for n in chosen if not self._device_exists(n)]
@@ -236,10 +239,18 @@ class Daemon:
         entries = [report.results[n] for n in wanted if n in report.results]
         for n in wanted:
             if n not in report.results:  # gone during the pass
-                entries.append({"name": n, "outcome": "gone", "error": None, "steps": []})
-        hotplug = report.hotplug or self.hotplug
-        assert hotplug is not None
-        return document("apply", hotplug, entries, diagnostics=report.diagnostics)
+                entries.append(_gone(n))
+        return entries
+
+    async def reconcile_device(
+        self, name: str, offline_timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Device.Reconcile: this device now, with the policy in force, as asked for (never
+        drift); its apply entry. NoSuchDevice when the dax bus does not have it."""
+        if not self._device_exists(name):
+            raise NoSuchDevice(f"no such DAX device: {name}")
+        report = await self.run_pass([name], offline_timeout)
+        return report.results.get(name) or _gone(name)
 
     def _device_exists(self, name: str) -> bool:
         if not SAFE_COMPONENT.match(name) or name in (".", ".."):
@@ -364,12 +375,13 @@ class Daemon:
         """A pass ended: keep what it computed for the calls answered without a pass."""
         if report.hotplug is not None:
             self.hotplug = report.hotplug
+        if report.diagnostics is not None:
+            self.diagnostics = report.diagnostics
         self._plans.update(report.plans)
         for name in report.gone:
             self._plans.pop(name, None)
         names = sorted(self._plans, key=device_sort_key)
-        if self.hotplug is not None:
-            self._plan_document = document("plan", self.hotplug, [self._plans[n] for n in names])
+        self._plan_records = tuple(r for n in names for r in plan_step_records(self._plans[n]))
 
     # ---- what the worker hands over (loop thread) -------------------------------------------
 
@@ -392,7 +404,8 @@ class Daemon:
 
     def _remove_device(self, name: str) -> None:
         self.published.pop(name, None)
-        self._plans.pop(name, None)
+        if self._plans.pop(name, None) is not None:
+            self._plan_records = tuple(r for r in self._plan_records if r["device"] != name)
         self.publisher.remove_device(name)
 
     def _step_done(self, device: str, r: StepResult) -> None:
@@ -430,6 +443,8 @@ class Daemon:
             policy_loaded_at=self.policy_loaded_at,
             summary=self.summary(),
             conflicts=self.conflicts,
+            hotplug=self.hotplug,
+            diagnostics=self.diagnostics,
         )
 
     def publish_manager(self) -> None:
@@ -444,11 +459,10 @@ class Daemon:
                 log.warning("conflict: %s", c)
         self.conflicts = found
 
-    def plan_json(self) -> str:
-        """The plan for every device as of the last pass, as JSON: no sysfs read, O(1)."""
-        if not self._plan_document and self.hotplug is not None:
-            self._plan_document = document("plan", self.hotplug, [])  # before the first pass
-        return self._plan_document
+    def plan_records(self) -> tuple[dict[str, Any], ...]:
+        """Manager.Plan: every planned step as of the last pass (plan_step_records), made once
+        per pass: no sysfs read, O(1). The same tuple until a pass or a removal changes it."""
+        return self._plan_records
 
     # ---- life cycle ---------------------------------------------------------------------------
 
@@ -565,6 +579,30 @@ class Daemon:
         while True:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
+
+
+def _gone(name: str) -> dict[str, Any]:
+    """The apply entry of a device that disappeared during the pass."""
+    return {"name": name, "outcome": "gone", "error": None, "steps": []}
+
+
+def plan_step_records(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Manager.Plan's records of one device's plan entry (report.plan_entry): one per step, in
+    order; None where there is no rule, block or driver (left out on the wire)."""
+    return [
+        {
+            "device": entry["name"],
+            "verdict": entry["verdict"],
+            "rule": entry.get("rule"),
+            "action": step["action"],
+            "path": step["path"],
+            "value": step["value"],
+            "reason": step["reason"],
+            "block": step.get("block"),
+            "driver": step.get("driver"),
+        }
+        for step in entry.get("steps") or ()
+    ]
 
 
 class _LoopSink:

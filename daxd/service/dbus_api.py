@@ -39,7 +39,7 @@ import re
 import socket
 import string
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from dbus_fast import (
@@ -71,11 +71,15 @@ from daxd.service.dbus_objects import (
     MANAGER_PATH,
     OBJECT_MANAGER_INTERFACE,
     DeviceInterface,
+    InvalidOptionsError,
     ManagerInterface,
     NoSuchDeviceError,
     PolicyInvalidError,
     StatusInterface,
+    checked_options,
+    method_signatures,
 )
+from daxd.service.dbus_values import to_dbus
 from daxd.service.malloc import pin_thresholds
 from daxd.service.status import DeviceStatus, ManagerStatus
 
@@ -102,11 +106,14 @@ DEFAULT_SYSTEM_BUS_ADDRESS = "unix:path=/run/dbus/system_bus_socket"
 POLICY_FILE = "/usr/share/dbus-1/system.d/org.daxd.Daxd1.conf"
 
 # Methods that change the system: only uid 0 may call them (the bus policy says so too).
-PRIVILEGED_METHODS = frozenset({"Reload", "Reconcile", "Apply"})
-# Apply's options: name -> (D-Bus signature, check, what a valid value is).
-_APPLY_OPTIONS: dict[str, tuple[str, Any, str]] = {
-    "offline-timeout": ("d", lambda v: 0 < v <= 86400, "seconds, more than 0 and at most 86400"),
-}
+PRIVILEGED_METHODS = frozenset(
+    {
+        (MANAGER_INTERFACE, "Reload"),
+        (MANAGER_INTERFACE, "Reconcile"),
+        (MANAGER_INTERFACE, "Apply"),
+        (DEVICE_INTERFACE, "Reconcile"),
+    }
+)
 _MAX_APPLY_DEVICES = 4096
 
 _MAX_ERROR_TEXT = 16 * 1024
@@ -146,12 +153,23 @@ class Controller(Protocol):
     async def reconcile(self) -> None:
         """Re-scan the devices and apply the policy in force."""
 
-    async def apply(self, devices: list[str], offline_timeout: float | None) -> str:
-        """Take the policy on disk, reconcile the devices (all when none), return the JSON
-        document of the outcome; PolicyInvalidError / NoSuchDeviceError when it cannot."""
+    async def apply(
+        self, devices: list[str], offline_timeout: float | None
+    ) -> Sequence[Mapping[str, Any]]:
+        """Take the policy on disk, reconcile the devices (all when none), return the apply
+        entries (daxd/apply/report.py result_entry); PolicyInvalidError / NoSuchDeviceError
+        when it cannot."""
 
-    def plan_json(self) -> str:
-        """What reconciling now would do, as JSON; must not change anything."""
+    async def reconcile_device(
+        self, device: str, offline_timeout: float | None
+    ) -> Mapping[str, Any]:
+        """Reconcile one device with the policy in force, as asked for; its apply entry.
+        NoSuchDeviceError when the dax bus does not have it."""
+
+    def plan_records(self) -> Sequence[Mapping[str, Any]]:
+        """What reconciling now would do, one plain record per step (Manager.Plan's keys;
+        None: left out), as of the last pass; must not read or change anything.  The same
+        object until the plan changes (the API converts it once)."""
 
 
 class BusNameError(RuntimeError):
@@ -401,7 +419,7 @@ class DBusApi:
     def __init__(self, controller: Controller, manager: ManagerStatus | None = None) -> None:
         self._controller = controller
         self._manager = ManagerInterface(
-            manager or ManagerStatus(__version__, "", "", 0, ""), controller.plan_json
+            manager or ManagerStatus(__version__, "", "", 0, ""), controller.plan_records
         )
         _checked_values(self._manager, "the manager status")  # fail here, not in GetAll
         self._devices: dict[str, DeviceInterface] = {}  # by object path
@@ -601,10 +619,17 @@ class DBusApi:
 
     # -- incoming calls that dbus-fast cannot route the way we need ---------------------------
 
-    def _own_method_signatures(self) -> dict[tuple[str, str], str]:
-        """(interface, method) -> input signature; only the manager has methods."""
-        intro = self._manager.introspect()
-        return {(intro.name, method.name): method.in_signature for method in intro.methods}
+    @staticmethod
+    def _own_method_signatures() -> dict[tuple[str, str], str]:
+        """(interface, method) -> input signature, of the manager's and a device's methods."""
+        return {
+            (interface, name): signature
+            for interface, cls in (
+                (MANAGER_INTERFACE, ManagerInterface),
+                (DEVICE_INTERFACE, DeviceInterface),
+            )
+            for name, signature in method_signatures(cls).items()
+        }
 
     def _filter(self, msg: Message) -> bool:
         """Runs before dbus-fast's dispatch for every incoming message; True = answered here."""
@@ -653,11 +678,16 @@ class DBusApi:
             # answers NotSupported.
             self._reply(msg, self._get_all(msg))
             return True
-        if msg.path != MANAGER_PATH:
-            # Only the manager object has methods; a device object must not answer
-            # Manager.Reload (dbus-fast says it has no such method).
+        if msg.path == MANAGER_PATH:
+            interface = msg.interface or MANAGER_INTERFACE
+        elif msg.path in self._devices:
+            interface = msg.interface or DEVICE_INTERFACE
+        else:
             return False
-        interface = msg.interface or MANAGER_INTERFACE
+        if (msg.path == MANAGER_PATH) != (interface == MANAGER_INTERFACE):
+            # Each object has its own interface's methods: a device object must not answer
+            # Manager.Reload, nor the manager Device.Reconcile (dbus-fast says no such method).
+            return False
         expected = self._method_signatures.get((interface, msg.member))
         if expected is None:
             return False
@@ -672,8 +702,8 @@ class DBusApi:
                 ),
             )
             return True
-        if interface == MANAGER_INTERFACE and msg.member in PRIVILEGED_METHODS:
-            task = asyncio.get_running_loop().create_task(self._privileged_call(msg))
+        if (interface, msg.member) in PRIVILEGED_METHODS:
+            task = asyncio.get_running_loop().create_task(self._privileged_call(msg, interface))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return True
@@ -725,20 +755,16 @@ class DBusApi:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _privileged_call(self, msg: Message) -> None:
+    async def _privileged_call(self, msg: Message, interface: str) -> None:
         try:
             if not await self._sent_by_root(msg):
                 reply = Message.new_error(
                     msg, ERROR_PERMISSION_DENIED, f"{msg.member} is only allowed for root"
                 )
-            elif msg.member == "Apply":
-                reply = await self._apply(msg)
             else:
-                if msg.member == "Reload":
-                    await self._controller.reload()
-                else:
-                    await self._controller.reconcile()
-                reply = Message.new_method_return(msg)
+                reply = await self._privileged(msg, interface)
+        except InvalidOptionsError as exc:
+            reply = Message.new_error(msg, ErrorType.INVALID_ARGS.value, str(exc))
         except PolicyInvalidError as exc:
             reply = Message.new_error(msg, ERROR_POLICY_INVALID, exc.text[:_MAX_ERROR_TEXT])
         except NoSuchDeviceError as exc:
@@ -748,8 +774,27 @@ class DBusApi:
             reply = Message.new_error(msg, ERROR_FAILED, GENERIC_FAILURE)
         self._reply(msg, reply)
 
-    async def _apply(self, msg: Message) -> Message:
-        devices, options = msg.body
+    async def _privileged(self, msg: Message, interface: str) -> Message:
+        """A root's call, signature checked: the controller's answer (errors raise)."""
+        member = msg.member or ""
+        options = checked_options(interface, member, msg.body[-1])
+        timeout = options.get("offline-timeout")
+        if interface == DEVICE_INTERFACE:  # Reconcile
+            device = self._devices.get(msg.path or "")
+            if device is None:  # removed while the uid was asked for
+                raise NoSuchDeviceError(f"no such DAX device: {msg.path}")
+            entry = await self._controller.reconcile_device(device.status.name, timeout)
+            return Message.new_method_return(msg, "a{sv}", [to_dbus(entry)])
+        if member == "Apply":
+            return await self._apply(msg, timeout)
+        if member == "Reload":
+            await self._controller.reload()
+        else:
+            await self._controller.reconcile()
+        return Message.new_method_return(msg)
+
+    async def _apply(self, msg: Message, offline_timeout: float | None) -> Message:
+        devices = msg.body[0]
         if len(devices) > _MAX_APPLY_DEVICES or any(len(d) > _MAX_NAME for d in devices):
             return Message.new_error(
                 msg,
@@ -757,26 +802,8 @@ class DBusApi:
                 f"Apply takes at most {_MAX_APPLY_DEVICES} device names of at most "
                 f"{_MAX_NAME} characters",
             )
-        values: dict[str, Any] = {}
-        for key, variant in options.items():
-            known = _APPLY_OPTIONS.get(key)
-            if known is None:
-                accepted = ", ".join(sorted(_APPLY_OPTIONS))
-                return Message.new_error(
-                    msg,
-                    ErrorType.INVALID_ARGS.value,
-                    f"Apply: unknown option {key[:64]!r} (known: {accepted})",
-                )
-            signature, check, what = known
-            if variant.signature != signature or not check(variant.value):
-                return Message.new_error(
-                    msg,
-                    ErrorType.INVALID_ARGS.value,
-                    f"Apply: option {key!r} takes '{signature}': {what}",
-                )
-            values[key] = variant.value
-        document = await self._controller.apply(list(devices), values.get("offline-timeout"))
-        return Message.new_method_return(msg, "s", [document])
+        entries = await self._controller.apply(list(devices), offline_timeout)
+        return Message.new_method_return(msg, "aa{sv}", [[to_dbus(e) for e in entries]])
 
     async def _sent_by_root(self, msg: Message) -> bool:
         """Ask the bus who sent ``msg``; anything but uid 0 (or not knowing) is refused."""

@@ -51,7 +51,7 @@ class PassReport:
     plans: dict[str, dict[str, Any]]  # plan entries (report.plan_entry) of the devices looked at
     results: dict[str, dict[str, Any]]  # apply entries of the requested devices
     gone: frozenset[str]  # devices that disappeared
-    diagnostics: tuple[str, ...] = ()
+    diagnostics: tuple[str, ...] | None = None  # what a full read found odd; None: no full read
 
 
 class Sink(Protocol):
@@ -106,7 +106,7 @@ class Reconciler:
         names = batch.names
         unknown_block = any(b not in self.block_owner for b in batch.blocks)
         gone: set[str] = set()
-        diagnostics: tuple[str, ...] = ()
+        diagnostics: tuple[str, ...] | None = None
         if names is None or unknown_block or self.hotplug is None:
             state = read_state(self.config.sysfs)
             self.hotplug = state.hotplug
@@ -275,13 +275,14 @@ class Reconciler:
         self, name: str, current: DeviceView, plan: DevicePlan, state: DeviceState, error: str
     ) -> None:
         tracked = self.tracked.setdefault(name, Tracked())
-        status = make_status(current, plan, state, error, tracked.changed_at)
+        on = self.hotplug is not None and bool(self.hotplug.memmap_on_memory)
+        status = make_status(current, plan, state, error, tracked.changed_at, memmap_param=on)
         previous = tracked.status
         if previous is not None and status == previous:
             return
         if previous is None or previous.state != state or previous.last_error != error:
             tracked.changed_at = now_usec()
-            status = make_status(current, plan, state, error, tracked.changed_at)
+            status = make_status(current, plan, state, error, tracked.changed_at, memmap_param=on)
         tracked.status = status
         self.sink.device(status)
 
@@ -349,8 +350,19 @@ def result_state(result: DeviceResult) -> tuple[DeviceState, str]:
 
 
 def make_status(
-    v: DeviceView, plan: DevicePlan, state: DeviceState, error: str, changed_at: int
+    v: DeviceView,
+    plan: DevicePlan,
+    state: DeviceState,
+    error: str,
+    changed_at: int,
+    *,
+    memmap_param: bool = False,
 ) -> DeviceStatus:
+    """What is published of a device; ``memmap_param``: memory_hotplug.memmap_on_memory is on.
+
+    memmap_on_memory is what is in effect: a device's attribute reads 1 on CXL even while the
+    global parameter is off, and then the memmap is not placed on the device.
+    """
     return DeviceStatus(
         name=v.name,
         provider=v.provider,
@@ -358,9 +370,9 @@ def make_status(
         numa_node=-1 if v.numa_node is None else v.numa_node,
         target_node=-1 if v.target_node is None else v.target_node,
         driver=v.driver,
-        mode=v.mode,
-        zone=v.zone,
-        memmap_on_memory="" if v.memmap_on_memory is None else str(v.memmap_on_memory).lower(),
+        mode="other" if v.mode.startswith("other:") else v.mode,
+        zone=published_zone(v),
+        memmap_on_memory=bool(v.memmap_on_memory) and memmap_param,
         blocks_online=v.blocks_online,
         blocks_total=v.blocks_total,
         rule=plan.rule or "",
@@ -368,4 +380,18 @@ def make_status(
         state=state,
         last_error=error,
         last_change=changed_at,
+        blocks_movable=v.blocks_movable,
+        blocks_normal=v.blocks_normal,
     )
+
+
+def published_zone(v: DeviceView) -> str:
+    """movable / normal (every online block in that kind of zone), none (no block online), or
+    mixed (some in each, or in a zone the kernel does not name clearly)."""
+    if v.blocks_online == 0:
+        return "none"
+    if v.blocks_movable == v.blocks_online:
+        return "movable"
+    if v.blocks_normal == v.blocks_online:
+        return "normal"
+    return "mixed"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from daxd.kernel.roots import Roots
 from daxd.service.daemon import Daemon, DaemonConfig, NoSuchDevice, PolicyRejected
@@ -37,7 +38,9 @@ class _Controller:
     async def reconcile(self) -> None:
         await self.daemon.reconcile()
 
-    async def apply(self, devices: list[str], offline_timeout: float | None) -> str:
+    async def apply(
+        self, devices: list[str], offline_timeout: float | None
+    ) -> Sequence[Mapping[str, Any]]:
         from daxd.service.dbus_api import NoSuchDeviceError, PolicyInvalidError
 
         try:
@@ -47,8 +50,18 @@ class _Controller:
         except NoSuchDevice as e:
             raise NoSuchDeviceError(str(e)) from None
 
-    def plan_json(self) -> str:
-        return self.daemon.plan_json()
+    async def reconcile_device(
+        self, device: str, offline_timeout: float | None
+    ) -> Mapping[str, Any]:
+        from daxd.service.dbus_api import NoSuchDeviceError
+
+        try:
+            return await self.daemon.reconcile_device(device, offline_timeout)
+        except NoSuchDevice as e:
+            raise NoSuchDeviceError(str(e)) from None
+
+    def plan_records(self) -> Sequence[Mapping[str, Any]]:
+        return self.daemon.plan_records()
 
 
 async def _exit_without_bus(bus: MessageBus, daemon: Daemon) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from daxd.kernel.model import HotplugSettings
+
 
 class DeviceState(StrEnum):
     APPLIED = "applied"  # matches its rule
@@ -23,9 +25,11 @@ class DeviceStatus:
     numa_node: int  # -1 when unknown
     target_node: int  # -1 when unknown
     driver: str  # "" when unbound
-    mode: str  # observed: devdax / system-ram / unbound / other
-    zone: str  # observed zone of online blocks: movable / normal / mixed / ""
-    memmap_on_memory: str  # "true" / "false" / "" (attribute absent)
+    mode: str  # observed: devdax / system-ram / unbound / other (Driver names it)
+    zone: str  # of the online blocks: movable / normal / mixed / none (no block online)
+    # In effect: the device's memmap lives on the device itself (its memmap_on_memory attribute
+    # reads 1 and memory_hotplug.memmap_on_memory is on); False when the attribute is absent.
+    memmap_on_memory: bool
     blocks_online: int
     blocks_total: int
     rule: str  # matched rule name, "" when none
@@ -33,6 +37,8 @@ class DeviceStatus:
     state: DeviceState
     last_error: str  # "" when none
     last_change: int  # CLOCK_REALTIME microseconds of the last state change, 0 when never
+    blocks_movable: int = 0  # online blocks in ZONE_MOVABLE
+    blocks_normal: int = 0  # online blocks in a kernel zone (Normal, DMA32, ...)
 
 
 @dataclass(frozen=True)
@@ -43,3 +49,5 @@ class ManagerStatus:
     policy_loaded_at: int  # CLOCK_REALTIME microseconds
     summary: str  # one ASCII line, as in STATUS=
     conflicts: tuple[str, ...] = ()  # other agents that also act on dax/memory (udev rules, ...)
+    hotplug: HotplugSettings | None = None  # the kernel's hotplug settings as of the last pass
+    diagnostics: tuple[str, ...] = ()  # what the last full read of sysfs found odd

@@ -235,6 +235,7 @@ def test_plan_json_steps_and_verdicts(
             "path": f"devices/system/memory/memory{first}/state",
             "value": "offline",
             "block": first,
+            "driver": None,
             "reason": "online in normal, the rule wants movable",
         },
         {
@@ -242,6 +243,7 @@ def test_plan_json_steps_and_verdicts(
             "path": f"devices/system/memory/memory{first}/state",
             "value": "online_movable",
             "block": first,
+            "driver": None,
             "reason": "online in normal, the rule wants movable",
         },
     ]
@@ -352,9 +354,12 @@ def test_apply_json(
     assert [s["action"] for s in entry["plan"]["steps"]] == bind
     # bound with auto-onlining off: each block onlined once, straight into Movable
     assert [s["action"] for s in entry["steps"]] == bind + ["online-block"] * 7
-    fields = {"action", "path", "value", "block", "reason", "ok", "error", "errno", "rollback"}
+    fields = {"action", "path", "value", "block", "driver", "reason"}
+    fields |= {"ok", "error", "errno", "rollback"}
     for s in entry["steps"]:
         assert set(s) == fields
+        driver = {"unbind": "device_dax", "remove-id": "device_dax", "new-id": "kmem"}
+        assert s["driver"] == driver.get(s["action"])
         assert (s["ok"], s["error"], s["errno"], s["rollback"]) == (True, None, None, False)
     assert entry["final"] == {
         "mode": "system-ram",

@@ -1,8 +1,9 @@
 """`daxd apply` on the running system asks the daemon: against a fake daemon on a private bus.
 
-The fake owns org.daxd.Daxd1 and answers Manager.Apply with what a test gives it: an "apply"
-document that a local `daxd apply --json` printed for a fake kernel, or a D-Bus error. The
-command's text and exit code for that answer must be what the local apply printed itself.
+The fake owns org.daxd.Daxd1 and answers Manager.Apply with what a test gives it: the records
+of an "apply" document that a local `daxd apply --json` printed for a fake kernel (and its
+hotplug settings and diagnostics as the manager's Hotplug and Diagnostics), or a D-Bus error.
+The command's text, JSON and exit code for that answer must be what the local apply printed.
 The command runs in a thread (it runs its own event loop); the fake serves from this one.
 """
 
@@ -22,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dbus_fast import Message, MessageType
+from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from daxd.cli import client, exitcodes
 from daxd.cli.main import main
 from daxd.service.dbus_api import BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH, connect_system_bus
+from daxd.service.dbus_values import to_dbus
 from tests.cli.helpers import Ran, daxd
 from tests.fakekernel import FakeKernel
 from tests.plan.helpers import DEVDAX, device_block_indices, walk_order, write_policy
@@ -68,8 +70,16 @@ class FakeDaemon:
     bus: MessageBus
     answer: Answer
     calls: list[tuple[str, list[str], dict[str, tuple[str, Any]]]] = field(default_factory=list)
+    manager: dict[str, Variant] = field(default_factory=dict)  # GetAll(Manager)
 
     def handle(self, msg: Message) -> Message | bool | None:
+        if msg.message_type is MessageType.METHOD_CALL and (
+            msg.path,
+            msg.interface,
+            msg.member,
+            msg.body,
+        ) == (MANAGER_PATH, "org.freedesktop.DBus.Properties", "GetAll", [MANAGER_INTERFACE]):
+            return Message.new_method_return(msg, "a{sv}", [self.manager])
         if msg.message_type is not MessageType.METHOD_CALL or (
             msg.path,
             msg.interface,
@@ -84,7 +94,28 @@ class FakeDaemon:
 
 
 def returns(document: str) -> Answer:
-    return lambda msg: Message.new_method_return(msg, "s", [document])
+    """Apply's answer for an "apply" document: its entries as records (as the daemon sends
+    them); manager_properties(document) are the Hotplug and Diagnostics to go with it."""
+    doc = json.loads(document)
+    records = [to_dbus(entry) for entry in doc.get("devices", [])]
+    return lambda msg: Message.new_method_return(msg, "aa{sv}", [records])
+
+
+def manager_properties(document: str) -> dict[str, Variant]:
+    doc = json.loads(document)
+    hotplug = doc.get("hotplug") or {}
+    record = {
+        "block-size": hotplug.get("block_size"),
+        "auto-online-blocks": hotplug.get("auto_online_blocks"),
+        "memmap-on-memory": hotplug.get("memmap_on_memory"),
+        "online-policy": hotplug.get("online_policy"),
+        "hotremove": True,
+    }
+    return {
+        "Version": Variant("s", "0.1.0"),
+        "Hotplug": Variant("a{sv}", to_dbus(record)),
+        "Diagnostics": Variant("as", doc.get("diagnostics", [])),
+    }
 
 
 def fails(name: str, text: str) -> Answer:
@@ -92,7 +123,7 @@ def fails(name: str, text: str) -> Answer:
 
 
 @contextlib.contextmanager
-def fake_daemon(answer: Answer) -> Iterator[FakeDaemon]:
+def fake_daemon(answer: Answer, manager: dict[str, Variant] | None = None) -> Iterator[FakeDaemon]:
     """The fake, owning org.daxd.Daxd1 on $DBUS_SYSTEM_BUS_ADDRESS, served by a thread of its
     own: the command under test runs in this one (it sets signal handlers) with its own loop."""
     loop = asyncio.new_event_loop()
@@ -102,7 +133,7 @@ def fake_daemon(answer: Answer) -> Iterator[FakeDaemon]:
 
     async def serve() -> None:
         bus = await connect_system_bus()
-        daemon = FakeDaemon(bus, answer)
+        daemon = FakeDaemon(bus, answer, manager=manager or {})
         bus.add_message_handler(daemon.handle)
         try:
             await bus.request_name(BUS_NAME)
@@ -158,11 +189,14 @@ def no_local_apply(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def command(
-    capsys: pytest.CaptureFixture[str], answer: Answer, *argv: str
+    capsys: pytest.CaptureFixture[str],
+    answer: Answer,
+    *argv: str,
+    manager: dict[str, Variant] | None = None,
 ) -> tuple[Ran, FakeDaemon]:
     """`daxd ARGV...` against a fake daemon answering ``answer``; (what it did, the daemon)."""
     capsys.readouterr()
-    with fake_daemon(answer) as daemon:
+    with fake_daemon(answer, manager) as daemon:
         code = main(list(argv))
     captured = capsys.readouterr()
     return Ran(code, captured.out, captured.err), daemon
@@ -215,9 +249,10 @@ def test_the_daemons_answer_prints_as_a_local_apply(
     assert local.out.splitlines()[0] == head
 
     local_applies = no_local_apply(monkeypatch)
-    ran, daemon = command(capsys, returns(answer.out.rstrip("\n")), "apply")
+    props = manager_properties(answer.out)
+    ran, daemon = command(capsys, returns(answer.out), "apply", manager=props)
     assert (ran.code, ran.out, ran.err) == (code, local.out, "")
-    ran, daemon = command(capsys, returns(answer.out.rstrip("\n")), "apply", "--json")
+    ran, daemon = command(capsys, returns(answer.out), "apply", "--json", manager=props)
     assert (ran.code, ran.out) == (code, answer.out)
     assert ran.json()["kind"] == "apply"
     assert daemon.calls == [("asa{sv}", [], {})]
@@ -229,7 +264,14 @@ def test_devices_and_the_offline_timeout_go_to_the_daemon(
 ) -> None:
     doc = json.dumps({"format": 1, "kind": "apply", "devices": [], "diagnostics": ["odd"]})
     ran, daemon = command(
-        capsys, returns(doc), "apply", "--offline-timeout", "7", "dax1.0", "dax0.0"
+        capsys,
+        returns(doc),
+        "apply",
+        "--offline-timeout",
+        "7",
+        "dax1.0",
+        "dax0.0",
+        manager=manager_properties(doc),
     )
     assert (ran.code, ran.out, ran.err) == (0, "no DAX devices\n", "daxd: warning: odd\n")
     assert daemon.calls == [("asa{sv}", ["dax1.0", "dax0.0"], {"offline-timeout": ("d", 7.0)})]
@@ -394,7 +436,7 @@ def test_the_client_path_imports_no_policy_language_on_a_real_bus(
     doc = json.dumps({"format": 1, "kind": "apply", "devices": [], "diagnostics": []})
     script = IMPORTS_SCRIPT.format(patch="", argv=["apply", "--offline-timeout", "9"])
 
-    with fake_daemon(returns(doc)) as daemon:
+    with fake_daemon(returns(doc), manager_properties(doc)) as daemon:
         returncode, out, err = run_script(script, client_env(private_bus))
     assert returncode == 0, err
     assert out == "no DAX devices\n"
@@ -428,11 +470,37 @@ def test_the_client_path_imports_no_policy_language() -> None:
     assert imports_of(err)["heavy"] != []
 
 
-def test_an_answer_that_is_no_apply_document_is_exit_5(
+def test_an_answer_that_is_no_apply_records_is_exit_5(
     capsys: pytest.CaptureFixture[str], private_bus: PrivateSystemBus, local_applies: list[str]
 ) -> None:
-    for answer in ("not json", "[]", '{"kind": "apply"}'):
-        ran, _ = command(capsys, returns(answer), "apply")
+    answers: list[tuple[str, list[Any], str]] = [
+        ("s", ["{}"], "the daemon answered Apply with 's'"),
+        ("", [], "the daemon answered Apply with ''"),
+        ("a{sv}", [{}], "the daemon answered Apply with 'a{sv}'"),
+        ("aa{sv}", [[{"name": Variant("s", "dax0.0")}]], "a record lacking name or outcome"),
+    ]
+    for signature, body, text in answers:
+
+        def answer(msg: Message, signature: str = signature, body: list[Any] = body) -> Message:
+            return Message.new_method_return(msg, signature, body)
+
+        ran, _ = command(capsys, answer, "apply")
         assert (ran.code, ran.out) == (exitcodes.ENVIRONMENT, "")
-        assert ran.err.startswith("daxd: the daemon's answer is not an apply document: ")
+        assert ran.err.startswith("daxd: the daemon could not apply the policy: unexpected: ")
+        assert text in ran.err
     assert local_applies == []
+
+
+def test_without_the_managers_properties_the_document_has_no_hotplug_values(
+    capsys: pytest.CaptureFixture[str], private_bus: PrivateSystemBus, local_applies: list[str]
+) -> None:
+    """A daemon that does not answer GetAll: the outcome is printed all the same."""
+    doc = json.dumps({"format": 1, "kind": "apply", "devices": []})
+    ran, _ = command(capsys, returns(doc), "apply", "--json")
+    assert ran.code == 0
+    assert ran.json()["hotplug"] == {
+        "block_size": None,
+        "auto_online_blocks": None,
+        "memmap_on_memory": None,
+        "online_policy": None,
+    }

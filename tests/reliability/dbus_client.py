@@ -92,7 +92,7 @@ BODIES: list[tuple[str, list[Any]]] = [
 ]
 # The calls the shipped bus policy lets every user make, every other one a Plan() (no Peer:
 # dbus-fast answers it without daxd).
-PLAN: tuple[str, str | None, str, str, list[Any]] = (MANAGER_PATH, MANAGER, "Plan", "", [])
+PLAN: tuple[str, str | None, str, str, list[Any]] = (MANAGER_PATH, MANAGER, "Plan", "a{sv}", [{}])
 OPEN_READS: list[tuple[str, str | None, str, str, list[Any]]] = [
     PLAN,
     (MANAGER_PATH, PROPS, "GetAll", "s", [MANAGER]),
@@ -116,14 +116,15 @@ READS: list[tuple[str, str | None, str, str, list[Any]]] = [
     (MANAGER_PATH, PROPS, "GetAll", "s", [MANAGER]),
     (MANAGER_PATH, INTROSPECT, "Introspect", "", []),
     (MANAGER_PATH, OBJMGR, "GetManagedObjects", "", []),
-    (MANAGER_PATH, MANAGER, "Plan", "", []),
+    PLAN,
     (MANAGER_PATH, PEER, "Ping", "", []),
 ]
 # Denied to nobody: by the bus, or by daxd itself behind a permissive bus.
 CHANGES: list[tuple[str, str | None, str, str, list[Any]]] = [
-    (MANAGER_PATH, MANAGER, "Reload", "", []),
-    (MANAGER_PATH, MANAGER, "Reconcile", "", []),
-    (MANAGER_PATH, None, "Reload", "", []),
+    (MANAGER_PATH, MANAGER, "Reload", "a{sv}", [{}]),
+    (MANAGER_PATH, MANAGER, "Reconcile", "a{sv}", [{}]),
+    (MANAGER_PATH, None, "Reload", "a{sv}", [{}]),
+    (DEVICE_PATH, DEVICE, "Reconcile", "a{sv}", [{}]),
     (DEVICE_PATH, PROPS, "Set", "ssv", [DEVICE, "State", Variant("s", "applied")]),
     (MANAGER_PATH, PROPS, "Set", "ssv", [MANAGER, "Summary", Variant("s", "hacked")]),
 ]

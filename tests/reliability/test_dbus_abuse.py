@@ -560,8 +560,9 @@ def test_nobody_cannot_change_anything(
                 h.policy.write_text(DEVDAX)
                 before = service.snapshot()
                 attempts = [
-                    await busctl(bus, "call", *manager, "Reload", nobody=True),
-                    await busctl(bus, "call", *manager, "Reconcile", nobody=True),
+                    await busctl(bus, "call", *manager, "Reload", "a{sv}", "0", nobody=True),
+                    await busctl(bus, "call", *manager, "Reconcile", "a{sv}", "0", nobody=True),
+                    await busctl(bus, "call", *device, "Reconcile", "a{sv}", "0", nobody=True),
                     await busctl(
                         bus, "set-property", *device, "State", "s", "applied", nobody=True
                     ),
@@ -582,7 +583,7 @@ def test_nobody_cannot_change_anything(
                 assert status.state is DeviceState.APPLIED
                 assert fake_kernel.devices["dax0.0"].driver == "kmem"
                 # root may: the same Reload takes the memory away (the test can fail).
-                (await busctl(bus, "call", *manager, "Reload")).check()
+                (await busctl(bus, "call", *manager, "Reload", "a{sv}", "0")).check()
                 assert fake_kernel.devices["dax0.0"].driver == "device_dax"
 
         run(scenario())

@@ -158,7 +158,7 @@ def check_converged(h: Harness, kernel: SweepKernel, policy_text: str, folder: P
         if status.state is not DeviceState.APPLIED:
             problems.append(f"{name}: {status.state} {status.last_error}")
         shown = (status.mode, status.blocks_online, status.blocks_total, status.zone)
-        if shown != (held.mode, held.online, held.total, held.zone):
+        if shown != (held.mode, held.online, held.total, held.zone or "none"):
             problems.append(f"{name}: publishes {shown}, the kernel holds {held}")
     return problems
 

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from daxd.kernel.model import HotplugSettings, OnlineType
 from daxd.service.dbus_api import (
     BUS_NAME,
     DBusApi,
@@ -370,13 +371,81 @@ async def sync_signals(api: DBusApi, monitor: SignalMonitor, tag: str) -> int:
 # -- the service ---------------------------------------------------------------------------------
 
 
+# Manager.Plan's records as the daemon keeps them (daemon.plan_step_records): None is left out.
+PLAN_RECORDS: tuple[dict[str, Any], ...] = (
+    {
+        "device": "dax0.0",
+        "verdict": "change",
+        "rule": "cxl-to-ram",
+        "action": "offline-block",
+        "path": "devices/system/memory/memory40/state",
+        "value": "offline",
+        "reason": "online in normal, the rule wants movable",
+        "block": 40,
+        "driver": None,
+    },
+    {
+        "device": "dax0.0",
+        "verdict": "change",
+        "rule": None,
+        "action": "new-id",
+        "path": "bus/dax/drivers/kmem/new_id",
+        "value": "dax0.0",
+        "reason": "the rule wants system-ram",
+        "block": None,
+        "driver": "kmem",
+    },
+)
+
+
+def apply_entry(name: str) -> dict[str, Any]:
+    """An entry as `daxd apply --json` has it for a device that was in sync."""
+    return {
+        "name": name,
+        "region": 0,
+        "provider": "cxl",
+        "size": 4 << 30,
+        "numa_node": -1,
+        "target_node": 2,
+        "resource": "0x1000000000",
+        "ranges": [{"start": "0x1000000000", "end": "0x10ffffffff"}],
+        "namespace": None,
+        "uuid": None,
+        "mode": "devdax",
+        "driver": "device_dax",
+        "zone": None,
+        "memmap_on_memory": True,
+        "blocks": {"online": 0, "total": 0},
+        "rule": "keep",
+        "outcome": "in-sync",
+        "error": None,
+        "plan": {
+            "verdict": "in-sync",
+            "rule": "keep",
+            "rule_location": "/etc/daxd/policy.yaml:2",
+            "reason": "devdax as the rule wants",
+            "desired": {"mode": "devdax", "zone": None, "memmap_on_memory": None, "online": True},
+            "steps": [],
+            "notes": [],
+        },
+        "steps": [],
+        "final": {
+            "mode": "devdax",
+            "driver": "device_dax",
+            "zone": None,
+            "memmap_on_memory": True,
+            "blocks": {"online": 0, "total": 0},
+        },
+    }
+
+
 class FakeController:
     def __init__(self) -> None:
         self.calls: list[str] = []
         self.reload_error: Exception | None = None
         self.reconcile_error: Exception | None = None
         self.plan_error: Exception | None = None
-        self.plan = json.dumps({"devices": [{"name": "dax0.0", "steps": ["offline"]}]})
+        self.plan: tuple[dict[str, Any], ...] = PLAN_RECORDS
 
     async def reload(self) -> None:
         self.calls.append("reload")
@@ -388,13 +457,21 @@ class FakeController:
         if self.reconcile_error is not None:
             raise self.reconcile_error
 
-    async def apply(self, devices: list[str], offline_timeout: float | None) -> str:
+    async def apply(
+        self, devices: list[str], offline_timeout: float | None
+    ) -> list[dict[str, Any]]:
         self.calls.append(f"apply {' '.join(devices)} {offline_timeout}".rstrip())
         if self.reconcile_error is not None:
             raise self.reconcile_error
-        return json.dumps({"kind": "apply", "devices": [{"name": d} for d in devices]})
+        return [apply_entry(d) for d in devices]
 
-    def plan_json(self) -> str:
+    async def reconcile_device(self, device: str, offline_timeout: float | None) -> dict[str, Any]:
+        self.calls.append(f"reconcile {device} {offline_timeout}")
+        if self.reconcile_error is not None:
+            raise self.reconcile_error
+        return apply_entry(device)
+
+    def plan_records(self) -> tuple[dict[str, Any], ...]:
         self.calls.append("plan")
         if self.plan_error is not None:
             raise self.plan_error
@@ -408,6 +485,14 @@ MANAGER = ManagerStatus(
     policy_loaded_at=1_700_000_000_000_000,
     summary="2 devices, 1 applied, 1 pending",
     conflicts=("udev rule 99-dax.rules onlines memory",),
+    hotplug=HotplugSettings(
+        block_size=128 << 20,
+        auto_online_blocks=OnlineType.ONLINE,
+        memmap_on_memory=False,
+        online_policy=None,
+        hotremove=True,
+    ),
+    diagnostics=("bus/dax/devices/dax1.0/align: not a number: 'x'",),
 )
 
 
@@ -420,8 +505,8 @@ def device(name: str = "dax0.0", **changes: Any) -> DeviceStatus:
         target_node=2,
         driver="device_dax",
         mode="devdax",
-        zone="",
-        memmap_on_memory="false",
+        zone="none",
+        memmap_on_memory=False,
         blocks_online=0,
         blocks_total=32,
         rule="cxl-to-ram",

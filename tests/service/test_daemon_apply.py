@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,7 @@ def test_apply_takes_the_file_as_it_is_and_the_daemon_keeps_it(
             task = await start(h)
             assert driver(hmem_kernel, "dax0.0") == "kmem"
             h.policy.write_text(DEVDAX)
-            doc: dict[str, Any] = json.loads(await h.daemon.apply([]))
+            doc = {"devices": await h.daemon.apply([])}
             writes = len(hmem_kernel.writes)
             await asyncio.sleep(1.0)  # the conversion's own events, then well past the grace
             await h.settled()
@@ -67,7 +66,6 @@ def test_apply_takes_the_file_as_it_is_and_the_daemon_keeps_it(
             return doc
 
         doc = run(scenario())
-    assert doc["kind"] == "apply"
     (entry,) = doc["devices"]
     assert (entry["name"], entry["outcome"]) == ("dax0.0", "applied")
     assert entry["final"]["mode"] == "devdax"
@@ -83,7 +81,7 @@ def test_apply_of_a_device_in_sync_answers_in_sync_without_writing(
         async def scenario() -> dict[str, Any]:
             task = await start(h)
             writes = len(hmem_kernel.writes)
-            doc: dict[str, Any] = json.loads(await h.daemon.apply(["dax0.0"]))
+            doc = {"devices": await h.daemon.apply(["dax0.0"])}
             assert len(hmem_kernel.writes) == writes
             assert await stop(h, task) == 0
             return doc
@@ -142,7 +140,7 @@ def test_concurrent_applies_both_end_well_one_after_the_other(
             docs = await asyncio.gather(h.daemon.apply(["dax0.0"]), h.daemon.apply([]))
             assert {driver(hmem_kernel, n) for n in ("dax0.0", "dax1.0")} == {"device_dax"}
             assert await stop(h, task) == 0
-            return [json.loads(d) for d in docs]
+            return [{"devices": d} for d in docs]
 
         first, both = run(scenario())
     assert [d["outcome"] for d in first["devices"]] == ["applied"]
@@ -155,8 +153,13 @@ def test_plan_is_answered_from_the_last_pass_without_reading_sysfs(
 ) -> None:
     with harness(hmem_kernel, tmp_path, DEVDAX) as h:
 
-        async def scenario() -> dict[str, Any]:
+        async def scenario() -> tuple[tuple[dict[str, Any], ...], tuple[dict[str, Any], ...]]:
             task = await start(h)
+            converted = h.daemon.plan_records()
+            h.policy.write_text(RAM)
+            h.daemon.load_policy()  # in force, not applied: the next pass plans the way back
+            await h.daemon.run_pass(None)  # as asked for: it is applied, and planned after
+            hmem_kernel.sysfs.write("devices/system/memory/auto_online_blocks", "offline")
 
             def no_reads(*_: object) -> None:
                 raise AssertionError("Plan() read sysfs")
@@ -164,16 +167,68 @@ def test_plan_is_answered_from_the_last_pass_without_reading_sysfs(
             with monkeypatch.context() as m:
                 for name in ("read", "listdir", "exists", "link_name", "realpath"):
                     m.setattr(h.daemon.sysfs, name, no_reads)
-                docs = [json.loads(h.daemon.plan_json()) for _ in range(100)]
+                records = [h.daemon.plan_records() for _ in range(100)]
+            assert all(r is records[0] for r in records)  # made once per pass
             assert await stop(h, task) == 0
-            assert all(d == docs[0] for d in docs)
-            first: dict[str, Any] = docs[0]
-            return first
+            return converted, records[0]
 
-        doc = run(scenario())
-    (entry,) = doc["devices"]
-    # as of the pass that converted it: in sync now, not the steps it took to get there
-    assert (entry["name"], entry["verdict"], entry["mode"]) == ("dax0.0", "in-sync", "devdax")
+        converted, after = run(scenario())
+    # as of the pass that converted it: in sync, so no steps (not the ones it took to get there)
+    assert converted == ()
+    assert after == ()
+
+
+def test_plan_records_are_the_steps_of_the_plan(hmem_kernel: FakeKernel, tmp_path: Path) -> None:
+    """A block offlined by hand waits out the drift grace: Plan shows the step that restores it."""
+    with harness(hmem_kernel, tmp_path, RAM) as h:
+        h.daemon.config.drift_grace = 3600.0
+
+        async def scenario() -> tuple[dict[str, Any], ...]:
+            task = await start(h)
+            block = next(b.index for b in hmem_kernel.blocks_of("dax0.0"))
+            hmem_kernel.sysfs.write(f"devices/system/memory/memory{block}/state", "offline")
+            await h.settled()
+            records = h.daemon.plan_records()
+            assert h.publisher.devices["dax0.0"].state is DeviceState.DRIFTED
+            assert await stop(h, task) == 0
+            return records
+
+        records = run(scenario())
+    (record,) = records
+    assert record == {
+        "device": "dax0.0",
+        "verdict": "change",
+        "rule": "first-ram",
+        "action": "online-block",
+        "path": f"devices/system/memory/memory{record['block']}/state",
+        "value": "online_movable",
+        "reason": record["reason"],
+        "block": record["block"],
+        "driver": None,
+    }
+
+
+def test_reconcile_device_answers_its_entry(hmem_kernel: FakeKernel, tmp_path: Path) -> None:
+    """Device.Reconcile: the policy in force (not the file), as asked for (no drift wait)."""
+    with harness(hmem_kernel, tmp_path, RAM) as h:
+
+        async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+            task = await start(h)
+            h.policy.write_text(DEVDAX)  # on disk only: Reconcile does not read it
+            kept = await h.daemon.reconcile_device("dax0.0")
+            assert driver(hmem_kernel, "dax0.0") == "kmem"
+            h.daemon.load_policy()
+            converted = await h.daemon.reconcile_device("dax0.0", 5.0)
+            assert driver(hmem_kernel, "dax0.0") == "device_dax"
+            with pytest.raises(NoSuchDevice, match=r"no such DAX device: dax9\.9"):
+                await h.daemon.reconcile_device("dax9.9")
+            assert await stop(h, task) == 0
+            return kept, converted
+
+        kept, converted = run(scenario())
+    assert (kept["name"], kept["outcome"], kept["steps"]) == ("dax0.0", "in-sync", [])
+    assert (converted["outcome"], converted["final"]["mode"]) == ("applied", "devdax")
+    assert all(s["ok"] for s in converted["steps"])
 
 
 def test_the_daemon_waits_for_a_writer_that_holds_the_lock(

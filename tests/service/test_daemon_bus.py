@@ -55,26 +55,33 @@ def test_daemon_state_over_dbus(
             )
             doc = json.loads(status.check().stdout)
             assert doc["source"] == "daemon"
-            assert [(d["Name"], d["State"], d["BlocksOnline"]) for d in doc["devices"]] == [
-                ("dax0.0", "applied", 16)
-            ]
+            assert [
+                (d["Name"], d["State"], d["Zone"], d["BlocksOnline"], d["BlocksMovable"])
+                for d in doc["devices"]
+            ] == [("dax0.0", "applied", "movable", 16, 16)]
+            assert doc["devices"][0]["MemmapOnMemory"] is False
+            assert doc["manager"]["Hotplug"]["auto-online-blocks"] == "online"
+            text = await run_client(bus, [sys.executable, "-m", "daxd", "status"], nobody=True)
+            assert "hotplug: block size 128 MiB, auto-online-blocks online" in text.check().stdout
 
             # Reconcile is root's: nobody is turned away, root is served.
             denied = await busctl(
                 bus, "call", "org.daxd.Daxd1", MANAGER, "org.daxd.Daxd1.Manager", "Reconcile",
-                nobody=True,
+                "a{sv}", "0", nobody=True,
             )  # fmt: skip
             assert denied.returncode != 0
             assert "denied" in denied.stderr.lower()
             (await busctl(
-                bus, "call", "org.daxd.Daxd1", MANAGER, "org.daxd.Daxd1.Manager", "Reconcile"
+                bus, "call", "org.daxd.Daxd1", MANAGER, "org.daxd.Daxd1.Manager", "Reconcile",
+                "a{sv}", "0",
             )).check()  # fmt: skip
 
             # A broken policy: Reload fails with the located errors, the old policy stays.
             h.policy.write_text("rules:\n  - mode: system-ram\n    zone: sideways\n")
             reload = await busctl(
-                bus, "call", "org.daxd.Daxd1", MANAGER, "org.daxd.Daxd1.Manager", "Reload"
-            )
+                bus, "call", "org.daxd.Daxd1", MANAGER, "org.daxd.Daxd1.Manager", "Reload",
+                "a{sv}", "0",
+            )  # fmt: skip
             assert reload.returncode != 0
             assert f"{h.policy}:3:11" in reload.stderr
             error = await busctl(

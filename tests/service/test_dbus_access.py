@@ -73,9 +73,9 @@ READS: dict[str, tuple[Call, str]] = {
     ),
     "Plan": (
         lambda bus, nobody: gdbus_call(
-            bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.Plan", nobody=nobody
+            bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.Plan", "{}", nobody=nobody
         ),
-        '"name": "dax0.0"',
+        "'device': <'dax0.0'>",
     ),
     "Ping": (
         lambda bus, nobody: gdbus_call(
@@ -120,10 +120,10 @@ def test_root_may_reload_and_reconcile(bus: PrivateSystemBus, method: str) -> No
 
     async def body() -> None:
         async with running_api(controller):
-            result = await gdbus_call(bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.{method}")
+            result = await gdbus_call(bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.{method}", "{}")
             assert result.check().stdout.strip() == "()"
             busctl_result = await busctl(
-                bus, "call", BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE, method
+                bus, "call", BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE, method, "a{sv}", "0"
             )
             busctl_result.check()
 
@@ -138,7 +138,7 @@ def test_nobody_may_not_reload_or_reconcile(bus: PrivateSystemBus, method: str) 
     async def body() -> None:
         async with running_api(controller) as api:
             result = await gdbus_call(
-                bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.{method}", nobody=True
+                bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.{method}", "{}", nobody=True
             )
             assert error_name(result) == ACCESS_DENIED
             # not by the unique name either
@@ -148,12 +148,21 @@ def test_nobody_may_not_reload_or_reconcile(bus: PrivateSystemBus, method: str) 
                 bus,
                 MANAGER_PATH,
                 f"{MANAGER_INTERFACE}.{method}",
+                "{}",
                 nobody=True,
                 dest=api.bus.unique_name,
             )
             assert error_name(direct) == ACCESS_DENIED
             with_busctl = await busctl(
-                bus, "call", BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE, method, nobody=True
+                bus,
+                "call",
+                BUS_NAME,
+                MANAGER_PATH,
+                MANAGER_INTERFACE,
+                method,
+                "a{sv}",
+                "0",
+                nobody=True,
             )
             assert with_busctl.returncode != 0
             assert "Access denied" in with_busctl.stderr
@@ -172,8 +181,8 @@ NO_INTERFACE_CALL = textwrap.dedent(
 
     async def main():
         bus = await MessageBus(bus_address=os.environ["DBUS_SYSTEM_BUS_ADDRESS"]).connect()
-        reply = await bus.call(Message(destination="org.daxd.Daxd1", path="/org/daxd/Daxd1",
-                                       member="{member}"))
+        reply = await bus.call(Message(destination="org.daxd.Daxd1", path="{path}",
+                                       member="{member}", signature="a{{sv}}", body=[{{}}]))
         if reply.message_type == MessageType.ERROR:
             print("ERROR", reply.error_name, reply.body[0] if reply.body else "")
         else:
@@ -192,7 +201,7 @@ def test_leaving_out_the_interface_does_not_get_past_the_policy(
 
     async def body() -> None:
         async with running_api(controller):
-            script = NO_INTERFACE_CALL.format(member=method)
+            script = NO_INTERFACE_CALL.format(path=MANAGER_PATH, member=method)
             denied = (await python_client(bus, script, nobody=True)).check()
             assert denied.stdout.startswith(f"ERROR {ACCESS_DENIED}"), denied.stdout
             assert controller.calls == []
@@ -281,12 +290,12 @@ def test_the_service_refuses_unprivileged_callers_itself(
     async def body() -> None:
         async with running_api(controller):
             result = await gdbus_call(
-                open_bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.{method}", nobody=True
+                open_bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.{method}", "{}", nobody=True
             )
             assert error_name(result) == ERROR_PERMISSION_DENIED
             assert f"{method} is only allowed for root" in result.stderr
 
-            no_interface = NO_INTERFACE_CALL.format(member=method)
+            no_interface = NO_INTERFACE_CALL.format(path=MANAGER_PATH, member=method)
             bare = (await python_client(open_bus, no_interface, nobody=True)).check()
             assert bare.stdout.strip() == (
                 f"ERROR {ERROR_PERMISSION_DENIED} {method} is only allowed for root"
@@ -295,10 +304,123 @@ def test_the_service_refuses_unprivileged_callers_itself(
 
             # reads still work for everyone, and root may still act
             plan = await gdbus_call(
-                open_bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.Plan", nobody=True
+                open_bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.Plan", "{}", nobody=True
             )
             plan.check()
-            (await gdbus_call(open_bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.{method}")).check()
+            (
+                await gdbus_call(open_bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.{method}", "{}")
+            ).check()
 
     run_async(body)
     assert controller.calls == ["plan", method.lower()]
+
+
+# -- the calls that act on one device, and Apply ----------------------------------------------
+
+
+def test_root_may_reconcile_a_device_and_apply(bus: PrivateSystemBus) -> None:
+    controller = FakeController()
+
+    async def body() -> None:
+        async with running_api(controller, [device("dax0.0")]):
+            one = await busctl(
+                bus,
+                "--json=short",
+                "call",
+                BUS_NAME,
+                DAX0,
+                DEVICE_INTERFACE,
+                "Reconcile",
+                "a{sv}",
+                "1",
+                "offline-timeout",
+                "d",
+                "12.5",
+            )
+            record = one.json()
+            assert record["type"] == "a{sv}"
+            (values,) = record["data"]
+            assert values["name"] == {"type": "s", "data": "dax0.0"}
+            assert values["size"] == {"type": "t", "data": 4 << 30}
+            assert values["numa_node"] == {"type": "i", "data": -1}
+            assert values["blocks"]["data"]["total"] == {"type": "u", "data": 0}
+            assert values["steps"] == {"type": "aa{sv}", "data": []}
+            assert "zone" not in values  # null: left out
+
+            text = await gdbus_call(bus, DAX0, f"{DEVICE_INTERFACE}.Reconcile", "{}")
+            assert "'outcome': <'in-sync'>" in text.check().stdout
+
+            applied = await busctl(
+                bus,
+                "--json=short",
+                "call",
+                BUS_NAME,
+                MANAGER_PATH,
+                MANAGER_INTERFACE,
+                "Apply",
+                "asa{sv}",
+                "2",
+                "dax1.0",
+                "dax0.0",
+                "0",
+            )
+            reply = applied.json()
+            assert reply["type"] == "aa{sv}"
+            assert [r["name"]["data"] for r in reply["data"][0]] == ["dax1.0", "dax0.0"]
+
+            # no Reconcile of a device on the manager, no Manager.Reconcile on a device
+            wrong = await busctl(
+                bus, "call", BUS_NAME, MANAGER_PATH, DEVICE_INTERFACE, "Reconcile", "a{sv}", "0"
+            )
+            assert wrong.returncode != 0
+            wrong = await busctl(
+                bus, "call", BUS_NAME, DAX0, MANAGER_INTERFACE, "Reconcile", "a{sv}", "0"
+            )
+            assert wrong.returncode != 0
+            script = NO_INTERFACE_CALL.format(path=DAX0, member="Reconcile")
+            bare = (await python_client(bus, script)).check()
+            assert bare.stdout.startswith("OK [{"), bare.stdout
+
+    run_async(body)
+    assert controller.calls == [
+        "reconcile dax0.0 12.5",
+        "reconcile dax0.0 None",
+        "apply dax1.0 dax0.0 None",
+        "reconcile dax0.0 None",
+    ]
+
+
+def test_nobody_may_not_reconcile_a_device(bus: PrivateSystemBus) -> None:
+    controller = FakeController()
+
+    async def body() -> None:
+        async with running_api(controller, [device("dax0.0")]):
+            denied = await gdbus_call(bus, DAX0, f"{DEVICE_INTERFACE}.Reconcile", "{}", nobody=True)
+            assert error_name(denied) == ACCESS_DENIED
+            script = NO_INTERFACE_CALL.format(path=DAX0, member="Reconcile")
+            bare = (await python_client(bus, script, nobody=True)).check()
+            assert bare.stdout.startswith(f"ERROR {ACCESS_DENIED}"), bare.stdout
+
+    run_async(body)
+    assert controller.calls == []
+
+
+def test_the_service_refuses_a_device_reconcile_from_others_itself(
+    open_bus: PrivateSystemBus,
+) -> None:
+    controller = FakeController()
+
+    async def body() -> None:
+        async with running_api(controller, [device("dax0.0")]):
+            result = await gdbus_call(
+                open_bus, DAX0, f"{DEVICE_INTERFACE}.Reconcile", "{}", nobody=True
+            )
+            assert error_name(result) == ERROR_PERMISSION_DENIED
+            assert "Reconcile is only allowed for root" in result.stderr
+            apply = await gdbus_call(
+                open_bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.Apply", "[]", "{}", nobody=True
+            )
+            assert error_name(apply) == ERROR_PERMISSION_DENIED
+
+    run_async(body)
+    assert controller.calls == []

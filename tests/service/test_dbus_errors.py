@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import textwrap
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from daxd.service.dbus_api import (
     connect_system_bus,
 )
 from tests.service.dbus_bus import (
+    PLAN_RECORDS,
     FakeController,
     PrivateSystemBus,
     busctl,
@@ -55,12 +55,14 @@ def test_reload_with_an_invalid_policy(bus: PrivateSystemBus) -> None:
 
     async def body() -> None:
         async with running_api(controller):
-            result = await gdbus_call(bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.Reload")
+            result = await gdbus_call(bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.Reload", "{}")
             assert error_name(result) == ERROR_POLICY_INVALID
             assert "policy.yaml:3:5: unknown key 'mdoe' (did you mean 'mode'?)" in result.stderr
             assert "policy.yaml:9:12: zone must be one of movable, normal" in result.stderr
 
-            shown = await busctl(bus, "call", BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE, "Reload")
+            shown = await busctl(
+                bus, "call", BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE, "Reload", "a{sv}", "0"
+            )
             assert shown.returncode != 0
             assert "unknown key 'mdoe'" in shown.stderr
 
@@ -81,7 +83,7 @@ def test_unexpected_exceptions_become_a_generic_error(
 
     async def body() -> None:
         async with running_api(controller):
-            result = await gdbus_call(bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.{method}")
+            result = await gdbus_call(bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.{method}", "{}")
             assert error_name(result) == ERROR_FAILED
             assert "the daemon's log has the details" in result.stderr
             for leak in (SECRET, kind, "systemd1", "Traceback", "File ", ".py"):
@@ -95,26 +97,89 @@ def test_unexpected_exceptions_become_a_generic_error(
     assert method in logged[0].getMessage()
 
 
-def test_plan_returns_the_controllers_json(bus: PrivateSystemBus) -> None:
+def test_plan_returns_the_controllers_records(bus: PrivateSystemBus) -> None:
+    controller = FakeController()
+
+    async def body() -> None:
+        async with running_api(controller):
+            for _ in range(2):  # the second from the converted records kept
+                result = await busctl(
+                    bus,
+                    "--json=short",
+                    "call",
+                    BUS_NAME,
+                    MANAGER_PATH,
+                    MANAGER_INTERFACE,
+                    "Plan",
+                    "a{sv}",
+                    "0",
+                    nobody=True,
+                )
+                reply = result.json()
+                assert reply["type"] == "aa{sv}"
+                assert reply["data"][0] == [
+                    {
+                        "device": {"type": "s", "data": "dax0.0"},
+                        "verdict": {"type": "s", "data": "change"},
+                        "rule": {"type": "s", "data": "cxl-to-ram"},
+                        "action": {"type": "s", "data": "offline-block"},
+                        "path": {"type": "s", "data": "devices/system/memory/memory40/state"},
+                        "value": {"type": "s", "data": "offline"},
+                        "reason": {"type": "s", "data": PLAN_RECORDS[0]["reason"]},
+                        "block": {"type": "u", "data": 40},
+                    },
+                    {  # no rule, no block: left out
+                        "device": {"type": "s", "data": "dax0.0"},
+                        "verdict": {"type": "s", "data": "change"},
+                        "action": {"type": "s", "data": "new-id"},
+                        "path": {"type": "s", "data": "bus/dax/drivers/kmem/new_id"},
+                        "value": {"type": "s", "data": "dax0.0"},
+                        "reason": {"type": "s", "data": "the rule wants system-ram"},
+                        "driver": {"type": "s", "data": "kmem"},
+                    },
+                ]
+            text = await gdbus_call(
+                bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.Plan", "{}", nobody=True
+            )
+            assert "'block': <uint32 40>" in text.check().stdout
+
+    run_async(body)
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "known"),
+    [
+        ("Plan", ("a{sv}", "1", "verbose", "b", "true"), "none"),
+        ("Reload", ("a{sv}", "1", "force", "b", "true"), "none"),
+        ("Reconcile", ("a{sv}", "1", "offline-timeout", "d", "5"), "none"),
+        ("Apply", ("asa{sv}", "0", "1", "offline_timeout", "d", "5"), "offline-timeout"),
+    ],
+)
+def test_unknown_options_are_invalid_args(
+    bus: PrivateSystemBus, method: str, args: tuple[str, ...], known: str
+) -> None:
     controller = FakeController()
 
     async def body() -> None:
         async with running_api(controller):
             result = await busctl(
-                bus,
-                "--json=short",
-                "call",
-                BUS_NAME,
-                MANAGER_PATH,
-                MANAGER_INTERFACE,
-                "Plan",
-                nobody=True,
+                bus, "call", BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE, method, *args
             )
-            reply = result.json()
-            assert reply["type"] == "s"
-            assert json.loads(reply["data"][0]) == json.loads(controller.plan)
+            assert result.returncode != 0
+            key = args[-3]
+            assert f"{method}: unknown option '{key}' (known: {known})" in result.stderr
+            wrong = await gdbus_call(
+                bus,
+                MANAGER_PATH,
+                f"{MANAGER_INTERFACE}.Apply",
+                "[]",
+                "{'offline-timeout': <'5'>}",
+            )
+            assert error_name(wrong) == "org.freedesktop.DBus.Error.InvalidArgs"
+            assert "option 'offline-timeout' takes 'd'" in wrong.stderr
 
     run_async(body)
+    assert controller.calls == []
 
 
 def test_plan_with_an_invalid_policy(bus: PrivateSystemBus) -> None:
@@ -123,7 +188,9 @@ def test_plan_with_an_invalid_policy(bus: PrivateSystemBus) -> None:
 
     async def body() -> None:
         async with running_api(controller):
-            result = await gdbus_call(bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.Plan", nobody=True)
+            result = await gdbus_call(
+                bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.Plan", "{}", nobody=True
+            )
             assert error_name(result) == ERROR_POLICY_INVALID
             assert "unknown key 'mdoe'" in result.stderr
 
@@ -140,10 +207,11 @@ def test_wrong_arguments_are_invalid_args(bus: PrivateSystemBus, method: str) ->
                 bus, "call", BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE, method, "s", "extra"
             )
             assert result.returncode != 0
-            assert "takes arguments of type '', not 's'" in result.stderr
+            assert "takes arguments of type 'a{sv}', not 's'" in result.stderr
 
-            raw = await gdbus_call(bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.{method}", "42")
-            assert error_name(raw) == "org.freedesktop.DBus.Error.InvalidArgs"
+            bare = await busctl(bus, "call", BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE, method)
+            assert bare.returncode != 0  # the options are not optional
+            assert "takes arguments of type 'a{sv}', not ''" in bare.stderr
 
     run_async(body)
     assert controller.calls == []
@@ -172,6 +240,7 @@ NO_REPLY_CALL = textwrap.dedent(
         bus = await MessageBus(bus_address=os.environ["DBUS_SYSTEM_BUS_ADDRESS"]).connect()
         await bus.send(Message(destination="org.daxd.Daxd1", path="/org/daxd/Daxd1",
                                interface="org.daxd.Daxd1.Manager", member="Reconcile",
+                               signature="a{sv}", body=[{}],
                                flags=MessageFlag.NO_REPLY_EXPECTED))
         # Stay connected until the service has answered a later call: by then it has asked the
         # bus who sent Reconcile (a caller that is gone cannot be checked and is refused).
@@ -195,7 +264,7 @@ def test_no_reply_is_sent_when_none_is_expected(bus: PrivateSystemBus) -> None:
                 while controller.calls != ["reconcile"]:
                     await asyncio.sleep(0.01)
             # the service is still healthy afterwards
-            (await gdbus_call(bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.Reload")).check()
+            (await gdbus_call(bus, MANAGER_PATH, f"{MANAGER_INTERFACE}.Reload", "{}")).check()
 
     run_async(body)
     assert controller.calls == ["reconcile", "reload"]

@@ -55,9 +55,11 @@ def wire(status: DeviceStatus) -> dict[str, list[Any]]:
         "Driver": ["s", status.driver],
         "Mode": ["s", status.mode],
         "Zone": ["s", status.zone],
-        "MemmapOnMemory": ["s", status.memmap_on_memory],
+        "MemmapOnMemory": ["b", status.memmap_on_memory],
         "BlocksOnline": ["u", status.blocks_online],
         "BlocksTotal": ["u", status.blocks_total],
+        "BlocksMovable": ["u", status.blocks_movable],
+        "BlocksNormal": ["u", status.blocks_normal],
         "Rule": ["s", status.rule],
         "DesiredMode": ["s", status.desired_mode],
         "State": ["s", status.state.value],
@@ -81,11 +83,26 @@ def changed_properties(line: str) -> tuple[str, str, set[str]]:
     return match[1], match[2], set(re.findall(r"'(\w+)': <", match[3]))
 
 
+def undocumented(text: str) -> str:
+    """gdbus introspect's text without the DocString annotations, on one line."""
+    text = re.sub(r'@org\.gtk\.GDBus\.DocString\("(?:[^"\\]|\\.)*"\)\s*', "", text)
+    return re.sub(r"\s+", " ", text)
+
+
 def test_get_managed_objects_lists_every_device_with_all_properties(
     bus: PrivateSystemBus,
 ) -> None:
     dax0 = device("dax0.0")
-    dax1 = device("dax1.0", state=DeviceState.APPLIED, mode="system-ram", blocks_online=32)
+    dax1 = device(
+        "dax1.0",
+        state=DeviceState.APPLIED,
+        mode="system-ram",
+        zone="mixed",
+        memmap_on_memory=True,
+        blocks_online=32,
+        blocks_movable=30,
+        blocks_normal=2,
+    )
 
     async def body() -> None:
         async with running_api(FakeController(), [dax0, dax1]):
@@ -114,6 +131,8 @@ def test_get_managed_objects_lists_every_device_with_all_properties(
             assert f"'{DAX1}': {{'{DEVICE_INTERFACE}': {{" in text
             assert "'Size': <uint64 4294967296>" in text
             assert "'NumaNode': <0>" in text
+            assert "'MemmapOnMemory': <true>" in text
+            assert "'Zone': <'none'>" in text
 
     run_async(body)
 
@@ -141,6 +160,16 @@ def test_manager_properties(bus: PrivateSystemBus) -> None:
                 "Devices": ["ao", [DAX0, DAX1]],
                 "Summary": ["s", MANAGER.summary],
                 "Conflicts": ["as", list(MANAGER.conflicts)],
+                "Hotplug": [
+                    "a{sv}",
+                    {
+                        "block-size": {"type": "t", "data": 128 << 20},
+                        "auto-online-blocks": {"type": "s", "data": "online"},
+                        "memmap-on-memory": {"type": "b", "data": False},
+                        "hotremove": {"type": "b", "data": True},
+                    },
+                ],
+                "Diagnostics": ["as", list(MANAGER.diagnostics)],
             }
             single = await busctl(
                 bus, "get-property", BUS_NAME, DAX0, DEVICE_INTERFACE, "Size", nobody=True
@@ -215,12 +244,13 @@ def test_tree_and_introspection(bus: PrivateSystemBus) -> None:
             )
             assert f"interface {OBJECT_MANAGER} {{" in manager
             assert f"interface {MANAGER_INTERFACE} {{" in manager
-            assert "Plan(out s plan);" in manager
-            assert "Reload();" in manager
-            assert "Reconcile();" in manager
-            assert re.search(
-                r"ActionCompleted\(s device,\s+s action,\s+s result,\s+s message\)", manager
-            )
+            assert '@org.gtk.GDBus.DocString("daxd\'s version.")' in manager
+            manager = undocumented(manager)
+            assert "Plan(in a{sv} options, out aa{sv} steps);" in manager
+            assert "Reload(in a{sv} options);" in manager
+            assert "Reconcile(in a{sv} options);" in manager
+            assert "Apply(in as devices, in a{sv} options, out aa{sv} records);" in manager
+            assert "ActionCompleted(s device, s action, s result, s message);" in manager
             assert "readonly ao Devices = ['/org/daxd/Daxd1/devices/dax0_0'];" in manager
             assert "node devices" in manager
 
@@ -236,6 +266,8 @@ def test_tree_and_introspection(bus: PrivateSystemBus) -> None:
             assert f"interface {DEVICE_INTERFACE} {{" in dev
             assert "readonly s Name = 'dax0.0';" in dev
             assert "readonly t Size = 4294967296;" in dev
+            assert "readonly b MemmapOnMemory = false;" in dev
+            assert "Reconcile(in a{sv} options, out a{sv} record);" in undocumented(dev)
             assert "readwrite" not in dev
 
     run_async(body)
