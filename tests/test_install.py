@@ -5,9 +5,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
+from daxd.service import dbus_xml
+from daxd.service.dbus_objects import DOC_ANNOTATION as DOC
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,6 +37,18 @@ def test_make_install_into_destdir(tmp_path: Path) -> None:
     )
     assert (dest / "usr/lib/udev/rules.d/90-daxd.rules").is_file()
     assert (dest / "usr/share/dbus-1/system.d/org.daxd.Daxd1.conf").is_file()
+    # The interface files, as daxd/service/dbus_xml.py writes them.
+    interfaces = dest / "usr/share/dbus-1/interfaces"
+    assert sorted(p.name for p in interfaces.iterdir()) == [
+        "org.daxd.Daxd1.Device.xml",
+        "org.daxd.Daxd1.Manager.xml",
+    ]
+    for name, interface in dbus_xml.interfaces().items():
+        text = (interfaces / f"{name}.xml").read_text()
+        assert text == dbus_xml.interface_xml(interface)
+        root = ET.fromstring(text)
+        assert [i.get("name") for i in root.iter("interface")] == [name]
+        assert root.find(f"interface/annotation[@name='{DOC}']") is not None
     assert (dest / "usr/bin/daxd").is_file()
     assert list(dest.glob("usr/lib/python3*/*-packages/daxd/cli/main.py"))
     policy = dest / "etc/daxd/policy.yaml"
