@@ -40,6 +40,7 @@ MEM = f"{SYS}/devices/system/memory"
 POLICY = "/etc/daxd/policy.yaml"
 BUS_NAME = "org.daxd.Daxd1"
 MANAGER = "/org/daxd/Daxd1"
+RELOAD = ("Reload", "a{sv}", "0")  # Manager.Reload(a{sv} options), no options
 
 RAM_POLICY = """version: 1
 rules:
@@ -285,6 +286,8 @@ class DaemonWatch:
                 path=MANAGER,
                 interface="org.daxd.Daxd1.Manager",
                 member=member,
+                signature="a{sv}",  # every method's options (docs/dbus.md)
+                body=[{}],
             )
         )
         if reply.message_type != self.message_type.METHOD_RETURN:
@@ -406,11 +409,11 @@ def run_setting(
                 run_quiet(["systemctl", "start", "daxd.service"])
                 # The device enters system RAM by daxd's own hand first.
                 install_policy("ram", name)
-                run_quiet(["busctl", "call", BUS_NAME, MANAGER, "org.daxd.Daxd1.Manager", "Reload"])
+                run_quiet(["busctl", "call", BUS_NAME, MANAGER, "org.daxd.Daxd1.Manager", *RELOAD])
                 wait_for(lambda: _is_ram(name, blocks))
                 out[method].append(asyncio.run(daemon_round(name, namespace, blocks)))
                 install_policy("devdax", name)
-                run_quiet(["busctl", "call", BUS_NAME, MANAGER, "org.daxd.Daxd1.Manager", "Reload"])
+                run_quiet(["busctl", "call", BUS_NAME, MANAGER, "org.daxd.Daxd1.Manager", *RELOAD])
                 wait_for(lambda: driver(name) == "device_dax")
                 run_quiet(["systemctl", "stop", "daxd.service"])
                 continue

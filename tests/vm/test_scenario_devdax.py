@@ -90,7 +90,7 @@ kill $pinner; wait $pinner || true
 # Without the page tables the block may still hold kernel memory (slab pages the process's
 # objects shared): recorded, not asserted.
 lab_call reconcile-after-pinner busctl call org.daxd.Daxd1 /org/daxd/Daxd1 \
-    org.daxd.Daxd1.Manager Reconcile
+    org.daxd.Daxd1.Manager Reconcile 'a{sv}' 0
 lab_fact unpinned.dax0.0.State "$(lab_prop dax0.0 State)"
 lab_fact unpinned.dax0.0.LastError "$(lab_prop dax0.0 LastError)"
 lab_fact unpinned.dax0.0.driver "$(lab_driver dax0.0)"

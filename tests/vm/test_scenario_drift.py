@@ -82,7 +82,8 @@ lab_fact daxctl.State "$(lab_prop dax1.0 State)"
 lab_fact daxctl.LastError "$(lab_prop dax1.0 LastError)"
 lab_fact daxctl.Mode "$(lab_prop dax1.0 Mode)"
 lab_journal_since daxctl > "$LAB_OUT/daxctl-journal.txt"
-lab_call reconcile busctl call org.daxd.Daxd1 /org/daxd/Daxd1 org.daxd.Daxd1.Manager Reconcile
+lab_call reconcile busctl call org.daxd.Daxd1 /org/daxd/Daxd1 org.daxd.Daxd1.Manager Reconcile \
+    'a{sv}' 0
 lab_fact reconcile.driver "$(lab_driver dax1.0)"
 lab_fact reconcile.State "$(lab_prop dax1.0 State)"
 

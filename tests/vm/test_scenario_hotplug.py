@@ -7,9 +7,10 @@ One boot from the disk with daxd installed, no dax device at boot (so daxd does 
   event reaches the running daxd, which applies the matching rule (blocks online movable, a
   journal line naming the device and the rule) without a restart;
 - scenario 8: as user nobody, busctl and gdbus read (GetManagedObjects, Get, GetAll,
-  Introspect, Plan) but Reload, Reconcile and Properties.Set are denied, also with the interface
-  left out of the call; as root they work (Set on a read-only property fails, but not for lack
-  of permission). GetManagedObjects lists every device with properties matching sysfs.
+  Introspect, Plan) but Reload, Reconcile (of the manager and of a device) and Properties.Set
+  are denied, also with the interface left out of the call; as root they work (Set on a
+  read-only property fails, but not for lack of permission). GetManagedObjects lists every
+  device with properties matching sysfs.
 """
 
 from __future__ import annotations
@@ -67,16 +68,20 @@ lab_call nobody-get lab_as_nobody busctl get-property org.daxd.Daxd1 $D org.daxd
 lab_call nobody-getall lab_as_nobody busctl call org.daxd.Daxd1 $D \
     org.freedesktop.DBus.Properties GetAll s org.daxd.Daxd1.Device
 lab_call nobody-introspect lab_as_nobody busctl introspect org.daxd.Daxd1 $M
-lab_call nobody-plan lab_as_nobody busctl call org.daxd.Daxd1 $M org.daxd.Daxd1.Manager Plan
+lab_call nobody-plan lab_as_nobody busctl call org.daxd.Daxd1 $M org.daxd.Daxd1.Manager Plan \
+    'a{sv}' 0
 lab_call nobody-gdbus-get lab_as_nobody gdbus call --system --dest org.daxd.Daxd1 \
     --object-path $D --method org.freedesktop.DBus.Properties.Get org.daxd.Daxd1.Device Rule
-lab_call nobody-reload lab_as_nobody busctl call org.daxd.Daxd1 $M org.daxd.Daxd1.Manager Reload
+lab_call nobody-reload lab_as_nobody busctl call org.daxd.Daxd1 $M org.daxd.Daxd1.Manager Reload \
+    'a{sv}' 0
 lab_call nobody-reconcile lab_as_nobody busctl call org.daxd.Daxd1 $M \
-    org.daxd.Daxd1.Manager Reconcile
+    org.daxd.Daxd1.Manager Reconcile 'a{sv}' 0
+lab_call nobody-device-reconcile lab_as_nobody busctl call org.daxd.Daxd1 $D \
+    org.daxd.Daxd1.Device Reconcile 'a{sv}' 0
 lab_call nobody-set lab_as_nobody busctl set-property org.daxd.Daxd1 $D \
     org.daxd.Daxd1.Device State s applied
 lab_call nobody-gdbus-reload lab_as_nobody gdbus call --system --dest org.daxd.Daxd1 \
-    --object-path $M --method org.daxd.Daxd1.Manager.Reload
+    --object-path $M --method org.daxd.Daxd1.Manager.Reload '{}'
 # A method call without an interface field: no allow rule of the bus policy matches it.
 lab_call nobody-reload-no-interface lab_as_nobody python3 -c '
 import asyncio, sys
@@ -89,10 +94,12 @@ async def main():
     print(reply.message_type.name, reply.error_name, reply.body)
     sys.exit(0 if reply.message_type == MessageType.METHOD_RETURN else 1)
 asyncio.run(main())'
-lab_call root-reload busctl call org.daxd.Daxd1 $M org.daxd.Daxd1.Manager Reload
-lab_call root-reconcile busctl call org.daxd.Daxd1 $M org.daxd.Daxd1.Manager Reconcile
+lab_call root-reload busctl call org.daxd.Daxd1 $M org.daxd.Daxd1.Manager Reload 'a{sv}' 0
+lab_call root-reconcile busctl call org.daxd.Daxd1 $M org.daxd.Daxd1.Manager Reconcile 'a{sv}' 0
 lab_call root-gdbus-reconcile gdbus call --system --dest org.daxd.Daxd1 --object-path $M \
-    --method org.daxd.Daxd1.Manager.Reconcile
+    --method org.daxd.Daxd1.Manager.Reconcile '{}'
+lab_call root-device-reconcile busctl call org.daxd.Daxd1 $D org.daxd.Daxd1.Device Reconcile \
+    'a{sv}' 0
 lab_call root-set busctl set-property org.daxd.Daxd1 $D org.daxd.Daxd1.Device State s applied
 lab_fact restarts_end "$(systemctl show -p NRestarts --value daxd.service)"
 journalctl -b -u daxd.service --no-pager -o short-monotonic > "$LAB_OUT/daxd-journal.txt"
@@ -111,6 +118,8 @@ DEVICE_PROPS = {
     "MemmapOnMemory",
     "BlocksOnline",
     "BlocksTotal",
+    "BlocksMovable",
+    "BlocksNormal",
     "Rule",
     "DesiredMode",
     "State",
@@ -159,10 +168,12 @@ def test_dbus_reads_for_everyone_changes_for_root_only(run: ScenarioResult) -> N
     calls = f.calls(run)
     for name in ("nobody-get", "nobody-getall", "nobody-introspect", "nobody-plan"):
         assert calls[name][0] == 0, (name, calls[name])
+    assert calls["nobody-plan"][1].startswith("aa{sv} "), calls["nobody-plan"]
     assert calls["nobody-gdbus-get"] == (0, "(<'keep-first-as-devdax'>,)")
     for name in (
         "nobody-reload",
         "nobody-reconcile",
+        "nobody-device-reconcile",
         "nobody-set",
         "nobody-gdbus-reload",
         "nobody-reload-no-interface",
@@ -170,7 +181,7 @@ def test_dbus_reads_for_everyone_changes_for_root_only(run: ScenarioResult) -> N
         rc, text = calls[name]
         assert rc != 0, (name, text)
         assert "AccessDenied" in text or "Access denied" in text, (name, text)
-    for name in ("root-reload", "root-reconcile", "root-gdbus-reconcile"):
+    for name in ("root-reload", "root-reconcile", "root-gdbus-reconcile", "root-device-reconcile"):
         assert calls[name][0] == 0, (name, calls[name])
     rc, text = calls["root-set"]
     assert rc != 0  # every property is read-only ...
@@ -196,19 +207,26 @@ def test_managed_objects_match_sysfs(run: ScenarioResult) -> None:
         assert props["TargetNode"] == int(f.attr(sysfs, name, "target_node") or -2)
         assert props["NumaNode"] == int(f.attr(sysfs, name, "numa_node") or -2)
         assert props["Driver"] == dev["driver"]
-        assert (
-            props["MemmapOnMemory"]
-            == {"0": "false", "1": "true"}[f.attr(sysfs, name, "memmap_on_memory") or ""]
-        )
+        # In effect: the attribute reads 1 and the global parameter is on (this boot: off).
+        in_effect = f.attr(sysfs, name, "memmap_on_memory") == "1" and sysfs[
+            "memory_hotplug_params"
+        ].get("memmap_on_memory") in ("Y", "force")
+        assert props["MemmapOnMemory"] is in_effect
         assert props["BlocksTotal"] == len(blocks)
         assert props["BlocksOnline"] == sum(state == "online" for state, _ in blocks.values())
+        assert props["BlocksMovable"] == sum(
+            (state, zones) == ("online", "Movable") for state, zones in blocks.values()
+        )
+        assert props["BlocksNormal"] == sum(
+            (state, zones) == ("online", "Normal") for state, zones in blocks.values()
+        )
         assert props["State"] == "applied"
         assert props["LastError"] == ""
         assert props["LastChange"] > 0
     first, second = by_name["dax0.0"], by_name["dax1.0"]
     assert (first["Mode"], first["Zone"], first["Rule"], first["DesiredMode"]) == (
         "devdax",
-        "",
+        "none",
         "keep-first-as-devdax",
         "devdax",
     )
