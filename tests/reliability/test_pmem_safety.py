@@ -247,8 +247,8 @@ def test_dbus_reconcile_and_reload(bus: PrivateSystemBus, pmem: FakeKernel, tmp_
             task = asyncio.get_running_loop().create_task(serve(h.daemon, use_bus=True))
             await h.until(lambda: h.daemon.ready or task.done())
             h.policy.write_text(NO_CONSENT)
-            (await busctl(bus, "call", *manager, "Reload")).check()
-            (await busctl(bus, "call", *manager, "Reconcile")).check()
+            (await busctl(bus, "call", *manager, "Reload", "a{sv}", "0")).check()
+            (await busctl(bus, "call", *manager, "Reconcile", "a{sv}", "0")).check()
             state = await busctl(bus, "get-property", *device, "State")
             assert state.check().stdout.strip() == 's "refused"'
             error = await busctl(bus, "get-property", *device, "LastError")
