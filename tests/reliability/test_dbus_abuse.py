@@ -20,20 +20,19 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from daxd.service.dbus_api import DBusApi
 from daxd.service.run import serve
 from daxd.service.status import DeviceState
 from tests.fakekernel import FakeKernel
 from tests.reliability.dbus_client import BODIES, PATHS, TARGETS
-from tests.service.daemon_harness import Harness, harness
+from tests.service.bus_daemon import POLICY, Service, machine, running, systemd
+from tests.service.daemon_harness import harness
 from tests.service.dbus_bus import (
     NOBODY,
     PrivateSystemBus,
@@ -42,16 +41,6 @@ from tests.service.dbus_bus import (
     system_bus_for_test,
 )
 
-POLICY = """\
-rules:
-  - name: hmem-movable
-    match: {provider: hmem}
-    mode: system-ram
-    zone: movable
-  - name: pmem-devdax
-    match: {provider: pmem}
-    mode: devdax
-"""
 DEVDAX = "rules:\n  - name: all-devdax\n    mode: devdax\n"
 CLIENT_TIMEOUT = 120.0
 FLOOD = 2000  # calls per flood, spread over the clients
@@ -108,65 +97,6 @@ def rss() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
-
-
-@dataclass
-class Service:
-    h: Harness
-    kernel: FakeKernel
-    task: asyncio.Task[int]
-
-    def snapshot(self) -> tuple[object, ...]:
-        """What nobody must not be able to change: sysfs, the passes, the policy, the states."""
-        d = self.h.daemon
-        states = sorted((name, s.state, s.zone, s.blocks_online) for name, s in d.published.items())
-        return (
-            len(self.kernel.writes),
-            d.reconciles,
-            d.policy_loaded_at,
-            tuple(r.name for r in d.policy.rules),
-            tuple(states),
-        )
-
-    def alive(self) -> None:
-        assert not self.task.done(), self.task
-
-    @property
-    def api(self) -> DBusApi:
-        api = self.h.daemon.publisher
-        assert isinstance(api, DBusApi), api
-        return api
-
-
-@asynccontextmanager
-async def running(kernel: FakeKernel, folder: Path) -> AsyncIterator[Service]:
-    with harness(kernel, folder, POLICY) as h:
-        loop = asyncio.get_running_loop()
-        task = loop.create_task(serve(h.daemon, use_bus=True))
-        drain = loop.create_task(systemd(h))
-        await h.until(lambda: h.daemon.ready or task.done())
-        service = Service(h, kernel, task)
-        service.alive()
-        await h.settled()  # the passes the first one's uevents bring
-        try:
-            yield service
-        finally:
-            h.daemon.stop()
-            assert await asyncio.wait_for(task, 10) == 0
-            drain.cancel()
-
-
-async def systemd(h: Harness) -> None:
-    """Read NOTIFY_SOCKET as systemd does (the daemon's sd_notify blocks on a full queue)."""
-    while True:
-        h.notify.collect()
-        await asyncio.sleep(0.02)
-
-
-def machine(kernel: FakeKernel) -> FakeKernel:
-    kernel.add_hmem_device()  # dax0.0: kmem, auto-onlined in Normal (the daemon makes it Movable)
-    kernel.add_pmem_device(region=5)  # dax5.0: device_dax
-    return kernel
 
 
 def run(coro: Any) -> Any:

@@ -7,22 +7,19 @@ The daemon runs in this process on a fake kernel, on the private system bus
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from daxd.service.dbus_objects import DEVICE_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH
-from daxd.service.run import serve
+from daxd.service.bus_names import DEVICE_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH
 from tests.fakekernel import FakeKernel
-from tests.service.daemon_harness import Harness, harness
+from tests.service.bus_daemon import machine, running
 from tests.service.dbus_bus import (
     REPO,
     PrivateSystemBus,
@@ -33,16 +30,6 @@ from tests.service.dbus_bus import (
     system_bus_for_test,
 )
 
-POLICY = """\
-rules:
-  - name: hmem-movable
-    match: {provider: hmem}
-    mode: system-ram
-    zone: movable
-  - name: pmem-devdax
-    match: {provider: pmem}
-    mode: devdax
-"""
 DAX0 = "/org/daxd/Daxd1/devices/dax0_0"
 STANDARD = "org.freedesktop.DBus."
 
@@ -52,26 +39,6 @@ def bus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateSyst
     (tmp_path / "bus").mkdir()
     with system_bus_for_test(tmp_path / "bus", monkeypatch) as private_bus:
         yield private_bus
-
-
-@asynccontextmanager
-async def running(kernel: FakeKernel, folder: Path) -> AsyncIterator[Harness]:
-    with harness(kernel, folder, POLICY) as h:
-        task = asyncio.get_running_loop().create_task(serve(h.daemon, use_bus=True))
-        await h.until(lambda: h.daemon.ready or task.done())
-        assert not task.done(), task
-        await h.settled()
-        try:
-            yield h
-        finally:
-            h.daemon.stop()
-            assert await asyncio.wait_for(task, 10) == 0
-
-
-def machine(kernel: FakeKernel) -> FakeKernel:
-    kernel.add_hmem_device()  # dax0.0: kmem, Normal; the daemon moves it to Movable
-    kernel.add_pmem_device(region=5)  # dax5.0: device_dax
-    return kernel
 
 
 def doc_annotations(element: ET.Element) -> dict[str, str]:
@@ -173,7 +140,8 @@ def test_device_reconcile_plan_and_apply_on_the_real_daemon(
     machine(fake_kernel)
 
     async def scenario() -> None:
-        async with running(fake_kernel, tmp_path) as h:
+        async with running(fake_kernel, tmp_path) as service:
+            h = service.h
             props = (
                 await busctl(
                     bus,

@@ -19,40 +19,8 @@ from daxd.service.dbus_objects import (
     checked_options,
 )
 from daxd.service.status import DeviceState, ManagerStatus
+from tests.service.bus_daemon import DEVICE_TYPES, MANAGER_TYPES
 from tests.service.dbus_bus import MANAGER, FakeController, device
-
-DEVICE_SIGNATURES = {
-    "Name": "s",
-    "Provider": "s",
-    "Size": "t",
-    "NumaNode": "i",
-    "TargetNode": "i",
-    "Driver": "s",
-    "Mode": "s",
-    "Zone": "s",
-    "MemmapOnMemory": "b",
-    "BlocksOnline": "u",
-    "BlocksTotal": "u",
-    "BlocksMovable": "u",
-    "BlocksNormal": "u",
-    "Rule": "s",
-    "DesiredMode": "s",
-    "State": "s",
-    "LastError": "s",
-    "LastChange": "t",
-}
-
-MANAGER_SIGNATURES = {
-    "Version": "s",
-    "PolicyPath": "s",
-    "PolicyError": "s",
-    "PolicyLoadedAt": "t",
-    "Devices": "ao",
-    "Summary": "s",
-    "Conflicts": "as",
-    "Hotplug": "a{sv}",
-    "Diagnostics": "as",
-}
 
 
 @pytest.mark.parametrize(
@@ -76,7 +44,7 @@ def test_device_object_path_rejects_empty_name() -> None:
 
 def test_device_properties_have_the_documented_types() -> None:
     intro = DeviceInterface(device()).introspect()
-    assert {p.name: p.signature for p in intro.properties} == DEVICE_SIGNATURES
+    assert {p.name: p.signature for p in intro.properties} == DEVICE_TYPES
     assert all(p.access.value == "read" for p in intro.properties)
     methods = {m.name: signatures(m) for m in intro.methods}
     assert methods == {"Reconcile": (["options a{sv}"], ["record a{sv}"])}
@@ -91,7 +59,7 @@ def signatures(m: Any) -> tuple[list[str], list[str]]:
 
 def test_manager_properties_methods_and_signal() -> None:
     intro = ManagerInterface(MANAGER, tuple).introspect()
-    assert {p.name: p.signature for p in intro.properties} == MANAGER_SIGNATURES
+    assert {p.name: p.signature for p in intro.properties} == MANAGER_TYPES
     assert all(p.access.value == "read" for p in intro.properties)
     methods = {m.name: signatures(m) for m in intro.methods}
     assert methods == {

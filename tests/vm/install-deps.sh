@@ -27,9 +27,25 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
+# Wait for another apt or dpkg rather than fail.  `apt-get update` does not wait for the lists'
+# lock (DPkg::Lock::Timeout covers only dpkg's): retry it while that is why it failed.
+WAIT="-o DPkg::Lock::Timeout=300"
 if [ "${DAXD_LAB_APT_UPDATE:-1}" != 0 ]; then
-    $SUDO apt-get update -q
+    tries=60
+    log=$(mktemp)
+    # shellcheck disable=SC2086
+    until $SUDO apt-get $WAIT update -q >"$log" 2>&1; do
+        tries=$((tries - 1))
+        if ! grep -q 'Could not get lock' "$log" || [ "$tries" -eq 0 ]; then
+            cat "$log" >&2
+            rm -f "$log"
+            exit 1
+        fi
+        sleep 5
+    done
+    cat "$log"
+    rm -f "$log"
 fi
 # shellcheck disable=SC2086
-$SUDO apt-get install -y -q --no-install-recommends $missing
+$SUDO apt-get $WAIT install -y -q --no-install-recommends $missing
 echo "install-deps: installed:$missing"
