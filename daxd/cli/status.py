@@ -19,17 +19,18 @@ async def _fetch(timeout: float) -> tuple[dict[str, Any], list[dict[str, Any]]] 
     """(manager properties, device properties), or None when daxd is not on the bus."""
     from dbus_fast import Message, MessageType
 
-    from daxd.service.dbus_api import (
+    from daxd.service.bus_names import (
         BUS_NAME,
         DEVICE_INTERFACE,
-        MANAGER_INTERFACE,
         MANAGER_PATH,
-        connect_system_bus,
+        OBJECT_MANAGER_INTERFACE,
+        connect_client,
+        manager_properties,
     )
     from daxd.service.dbus_values import unwrap
 
     try:
-        bus = await asyncio.wait_for(connect_system_bus(), timeout)
+        bus = await asyncio.wait_for(connect_client(), timeout)
     except (OSError, TimeoutError, ValueError):
         return None
     try:
@@ -38,7 +39,7 @@ async def _fetch(timeout: float) -> tuple[dict[str, Any], list[dict[str, Any]]] 
                 Message(
                     destination=BUS_NAME,
                     path=MANAGER_PATH,
-                    interface="org.freedesktop.DBus.ObjectManager",
+                    interface=OBJECT_MANAGER_INTERFACE,
                     member="GetManagedObjects",
                 )
             ),
@@ -46,26 +47,14 @@ async def _fetch(timeout: float) -> tuple[dict[str, Any], list[dict[str, Any]]] 
         )
         if reply is None or reply.message_type is not MessageType.METHOD_RETURN:
             return None
-        manager_reply = await asyncio.wait_for(
-            bus.call(
-                Message(
-                    destination=BUS_NAME,
-                    path=MANAGER_PATH,
-                    interface="org.freedesktop.DBus.Properties",
-                    member="GetAll",
-                    signature="s",
-                    body=[MANAGER_INTERFACE],
-                )
-            ),
-            timeout,
-        )
+        manager_props = await manager_properties(bus, timeout)
     except (OSError, TimeoutError):
         return None
     finally:
         bus.disconnect()
-    if manager_reply is None or manager_reply.message_type is not MessageType.METHOD_RETURN:
+    if manager_props is None:
         return None
-    manager = {k: unwrap(v) for k, v in manager_reply.body[0].items()}
+    manager = {k: unwrap(v) for k, v in manager_props.items()}
     devices = []
     for interfaces in reply.body[0].values():
         props = interfaces.get(DEVICE_INTERFACE)

@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import re
 import socket
 import string
@@ -58,7 +57,7 @@ from dbus_fast.aio import message_bus as aio_message_bus
 from dbus_fast.service import ServiceInterface
 
 from daxd import __version__
-from daxd.service.dbus_objects import (
+from daxd.service.bus_names import (
     BUS_NAME,
     DEVICE_INTERFACE,
     DEVICES_PATH,
@@ -66,10 +65,13 @@ from daxd.service.dbus_objects import (
     ERROR_NO_SUCH_DEVICE,
     ERROR_PERMISSION_DENIED,
     ERROR_POLICY_INVALID,
-    GENERIC_FAILURE,
     MANAGER_INTERFACE,
     MANAGER_PATH,
     OBJECT_MANAGER_INTERFACE,
+    system_bus_address,
+)
+from daxd.service.dbus_objects import (
+    GENERIC_FAILURE,
     DeviceInterface,
     InvalidOptionsError,
     ManagerInterface,
@@ -102,7 +104,6 @@ __all__ = [
     "device_object_path",
 ]
 
-DEFAULT_SYSTEM_BUS_ADDRESS = "unix:path=/run/dbus/system_bus_socket"
 POLICY_FILE = "/usr/share/dbus-1/system.d/org.daxd.Daxd1.conf"
 
 # Methods that change the system: only uid 0 may call them (the bus policy says so too).
@@ -210,8 +211,7 @@ def _machine_id() -> str | None:
 
 async def connect_system_bus(address: str | None = None) -> MessageBus:
     """Connect to ``address``, else ``$DBUS_SYSTEM_BUS_ADDRESS``, else the standard system bus."""
-    address = address or os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or DEFAULT_SYSTEM_BUS_ADDRESS
-    bus = MessageBus(bus_address=address, bus_type=BusType.SYSTEM)
+    bus = MessageBus(bus_address=system_bus_address(address), bus_type=BusType.SYSTEM)
     with _reading_in_turns(bus):
         await bus.connect()
     _tolerate_full_socket(bus)

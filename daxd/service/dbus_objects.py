@@ -22,20 +22,15 @@ from dbus_fast import DBusError, ErrorType, PropertyAccess, Variant
 from dbus_fast import introspection as intr
 from dbus_fast.service import ServiceInterface, dbus_property, method, signal
 
+from daxd.service.bus_names import (
+    DEVICE_INTERFACE,
+    ERROR_FAILED,
+    ERROR_PERMISSION_DENIED,
+    ERROR_POLICY_INVALID,
+    MANAGER_INTERFACE,
+)
 from daxd.service.dbus_values import hotplug_record, to_dbus
 from daxd.service.status import DeviceStatus, ManagerStatus
-
-BUS_NAME = "org.daxd.Daxd1"
-MANAGER_PATH = "/org/daxd/Daxd1"
-DEVICES_PATH = MANAGER_PATH + "/devices"
-MANAGER_INTERFACE = "org.daxd.Daxd1.Manager"
-DEVICE_INTERFACE = "org.daxd.Daxd1.Device"
-OBJECT_MANAGER_INTERFACE = "org.freedesktop.DBus.ObjectManager"
-
-ERROR_FAILED = "org.daxd.Daxd1.Error.Failed"
-ERROR_POLICY_INVALID = "org.daxd.Daxd1.Error.PolicyInvalid"
-ERROR_PERMISSION_DENIED = "org.daxd.Daxd1.Error.PermissionDenied"
-ERROR_NO_SUCH_DEVICE = "org.daxd.Daxd1.Error.NoSuchDevice"
 
 GENERIC_FAILURE = "daxd failed to handle the request; the daemon's log has the details"
 DOC_ANNOTATION = "org.gtk.GDBus.DocString"

@@ -18,12 +18,8 @@ from pathlib import Path
 from dbus_fast.service import ServiceInterface
 
 from daxd import __version__
-from daxd.service.dbus_objects import (
-    DEVICE_INTERFACE,
-    MANAGER_INTERFACE,
-    DeviceInterface,
-    ManagerInterface,
-)
+from daxd.service.bus_names import DEVICE_INTERFACE, MANAGER_INTERFACE
+from daxd.service.dbus_objects import DeviceInterface, ManagerInterface
 from daxd.service.status import DeviceState, DeviceStatus, ManagerStatus
 
 DOCTYPE = (
