@@ -12,7 +12,7 @@ no udev, so that a command that leaves the work to the daemon starts fast.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 # A conversion offlines memory block after block, each for up to its offline timeout: it can
@@ -43,6 +43,7 @@ def apply_via_daemon(
     offline_timeout: float | None = None,
     call_timeout: float = CALL_TIMEOUT,
     connect_timeout: float = CONNECT_TIMEOUT,
+    progress: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> str | None:
     """Ask the daemon to apply its policy to ``devices`` (all when empty) and wait for it.
 
@@ -53,24 +54,37 @@ def apply_via_daemon(
     (``$DBUS_SYSTEM_BUS_ADDRESS``, else the standard socket). Raises DaemonError for an error
     reply (``org.daxd.Daxd1.Error.PolicyInvalid``, ``.NoSuchDevice``, ``.PermissionDenied``,
     ``org.freedesktop.DBus.Error.AccessDenied``, ...) or a daemon that left without answering.
+
+    ``progress``: called with a device's properties (plain values) each time the daemon
+    publishes a change of them while the apply runs.
     """
     options: dict[str, Any] = {}
     if offline_timeout is not None:
         from dbus_fast import Variant
 
         options["offline-timeout"] = Variant("d", float(offline_timeout))
-    return asyncio.run(_apply(list(devices), options, call_timeout, connect_timeout))
+    return asyncio.run(_apply(list(devices), options, call_timeout, connect_timeout, progress))
 
 
 async def _apply(
-    devices: list[str], options: dict[str, Any], call_timeout: float, connect_timeout: float
+    devices: list[str],
+    options: dict[str, Any],
+    call_timeout: float,
+    connect_timeout: float,
+    progress: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> str | None:
     from dbus_fast import Message, MessageType
 
-    from daxd.service.dbus_api import BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH, connect_system_bus
+    from daxd.service.bus_names import (
+        BUS_NAME,
+        MANAGER_INTERFACE,
+        MANAGER_PATH,
+        connect_client,
+        manager_properties,
+    )
 
     try:
-        bus = await asyncio.wait_for(connect_system_bus(), connect_timeout)
+        bus = await asyncio.wait_for(connect_client(), connect_timeout)
     except Exception:  # no socket, refused, a bad address, AuthError: no daemon to ask
         return None
     try:
@@ -96,6 +110,8 @@ async def _apply(
             or owned.body != [True]
         ):
             return None
+        if progress is not None:
+            await _follow_devices(bus, progress, connect_timeout)
         try:
             reply = await asyncio.wait_for(
                 bus.call(
@@ -118,7 +134,7 @@ async def _apply(
             raise DaemonError(
                 "disconnected", f"the bus connection broke before the daemon answered: {e}"
             ) from None
-        manager = await _manager_properties(bus, connect_timeout) if _returned(reply) else {}
+        manager = (await manager_properties(bus, connect_timeout) or {}) if _returned(reply) else {}
     finally:
         bus.disconnect()
     if reply is None:
@@ -139,38 +155,80 @@ async def _apply(
     return _document(records, manager)
 
 
-def _returned(reply: Any) -> bool:
-    from dbus_fast import MessageType
+async def _follow_devices(
+    bus: Any, progress: Callable[[Mapping[str, Any]], None], timeout: float
+) -> None:
+    """Pass each device's properties to ``progress`` whenever the daemon changes them.
 
-    return reply is not None and reply.message_type is MessageType.METHOD_RETURN
+    Best effort: a progress line that cannot be had is no reason to fail the apply.
+    """
+    from dbus_fast import Message, MessageType
 
+    from daxd.service.bus_names import (
+        BUS_NAME,
+        DEVICE_INTERFACE,
+        DEVICES_PATH,
+        MANAGER_PATH,
+        OBJECT_MANAGER_INTERFACE,
+        PROPERTIES_INTERFACE,
+    )
+    from daxd.service.dbus_values import unwrap
 
-async def _manager_properties(bus: Any, timeout: float) -> dict[str, Any]:
-    """The manager's properties (Hotplug, Diagnostics), or {} when the daemon does not say."""
-    from dbus_fast import Message
+    rule = (
+        f"type='signal',sender='{BUS_NAME}',interface='{PROPERTIES_INTERFACE}',"
+        f"member='PropertiesChanged',path_namespace='{DEVICES_PATH}'"
+    )
+    known: dict[str, dict[str, Any]] = {}
 
-    from daxd.service.dbus_api import BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH
+    def on_message(msg: Any) -> None:
+        if (
+            msg.message_type is MessageType.SIGNAL
+            and msg.member == "PropertiesChanged"
+            and msg.body
+            and msg.body[0] == DEVICE_INTERFACE
+        ):
+            props = known.setdefault(msg.path, {})
+            props.update({k: unwrap(v) for k, v in msg.body[1].items()})
+            progress(props)
 
     try:
-        reply = await asyncio.wait_for(
+        objects = await asyncio.wait_for(
             bus.call(
                 Message(
                     destination=BUS_NAME,
                     path=MANAGER_PATH,
-                    interface="org.freedesktop.DBus.Properties",
-                    member="GetAll",
+                    interface=OBJECT_MANAGER_INTERFACE,
+                    member="GetManagedObjects",
+                )
+            ),
+            timeout,
+        )
+        if objects is not None and objects.message_type is MessageType.METHOD_RETURN:
+            for path, interfaces in objects.body[0].items():
+                props = interfaces.get(DEVICE_INTERFACE, {})
+                known[path] = {k: unwrap(v) for k, v in props.items()}
+        await asyncio.wait_for(
+            bus.call(
+                Message(
+                    destination="org.freedesktop.DBus",
+                    path="/org/freedesktop/DBus",
+                    interface="org.freedesktop.DBus",
+                    member="AddMatch",
                     signature="s",
-                    body=[MANAGER_INTERFACE],
+                    body=[rule],
                 )
             ),
             timeout,
         )
     except Exception:
-        return {}
-    if not _returned(reply) or reply.signature != "a{sv}":
-        return {}
-    properties: dict[str, Any] = reply.body[0]
-    return properties
+        return
+    bus.add_message_handler(on_message)
+
+
+def _returned(reply: Any) -> bool:
+    from dbus_fast import MessageType
+
+    return reply is not None and reply.message_type is MessageType.METHOD_RETURN
 
 
 def _document(records: list[Any], manager: dict[str, Any]) -> str:

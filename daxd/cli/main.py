@@ -419,14 +419,23 @@ def _apply_through_daemon(args: argparse.Namespace) -> int | None:
     """Let the running daemon apply; its exit code, or None when no daemon is on the bus."""
     from daxd.apply.report import apply_text
     from daxd.cli.client import DaemonError, apply_via_daemon
+    from daxd.cli.progress import ProgressLine
 
+    progress = ProgressLine()
     try:
-        reply = apply_via_daemon(args.devices, offline_timeout=args.offline_timeout)
+        reply = apply_via_daemon(
+            args.devices,
+            offline_timeout=args.offline_timeout,
+            progress=progress.device if progress.active else None,
+        )
     except DaemonError as e:
         return _daemon_refused(e)
     except KeyboardInterrupt:
+        progress.clear()
         print("daxd: interrupted; the daemon goes on with the apply", file=sys.stderr)
         raise
+    finally:
+        progress.clear()
     if reply is None:
         return None
     try:
@@ -490,6 +499,7 @@ def _apply_held(args: argparse.Namespace, roots: Roots, sysfs: Sysfs, policy: Po
     from daxd.apply import autoonline
     from daxd.apply.executor import ApplyOptions, apply_device
     from daxd.apply.report import apply_text, result_entry
+    from daxd.cli.progress import ProgressLine
     from daxd.kernel.sysfs import install_interrupt_handler
 
     if roots.runtime is not None and (done := autoonline.recover(sysfs, roots.runtime)):
@@ -498,17 +508,22 @@ def _apply_held(args: argparse.Namespace, roots: Roots, sysfs: Sysfs, policy: Po
     if state.legacy_device_model and not state.devices:
         return exitcodes.ENVIRONMENT
     install_interrupt_handler()
+    progress = ProgressLine()
     opts = ApplyOptions(
         proc_root=roots.proc,
         offline_timeout=(
             args.offline_timeout if args.offline_timeout is not None else DEFAULT_OFFLINE_TIMEOUT
         ),
         runtime_dir=roots.runtime,
+        on_step=progress.step if progress.active else None,
     )
-    results = [
-        apply_device(sysfs, policy, name, state.hotplug, opts)
-        for name in _selected(state, args.devices)
-    ]
+    try:
+        results = [
+            apply_device(sysfs, policy, name, state.hotplug, opts)
+            for name in _selected(state, args.devices)
+        ]
+    finally:
+        progress.clear()
     entries = [
         result_entry(state.devices.get(r.device), state.blocks_of(r.device), r) for r in results
     ]

@@ -457,7 +457,7 @@ def test_the_client_path_imports_no_policy_language() -> None:
     doc = json.dumps({"format": 1, "kind": "apply", "devices": [entry], "diagnostics": []})
     patch = (
         "import daxd.cli.client as c\n"
-        f"c.apply_via_daemon = lambda devices, offline_timeout=None: {doc!r}\n"
+        f"c.apply_via_daemon = lambda devices, offline_timeout=None, progress=None: {doc!r}\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/none"}
     code, out, err = run_script(IMPORTS_SCRIPT.format(patch=patch, argv=["apply", "dax0.0"]), env)
