@@ -69,6 +69,10 @@ PACKAGES: tuple[str, ...] = (
     "daxctl",
     "cxl",
     "libglib2.0-bin",
+    # the D-Bus clients monitoring tools use: dbus-send, GLib (tests/service/glib_client.py)
+    "dbus-bin",
+    "python3-gi",
+    "gir1.2-glib-2.0",
     # small conveniences for scenario scripts
     "jq",
     "less",

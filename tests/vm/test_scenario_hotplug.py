@@ -6,7 +6,8 @@ One boot from the disk with daxd installed, no dax device at boot (so daxd does 
   daxd running, namespace1.0 is created (``ndctl create-namespace -m devdax``): the udev ``add``
   event reaches the running daxd, which applies the matching rule (blocks online movable, a
   journal line naming the device and the rule) without a restart;
-- scenario 8: as user nobody, busctl and gdbus read (GetManagedObjects, Get, GetAll,
+- scenario 8: as user nobody, busctl and gdbus read (dbus-send and a GLib Gio.DBusProxy too,
+  as root and nobody, with the documented types) (GetManagedObjects, Get, GetAll,
   Introspect, Plan) but Reload, Reconcile (of the manager and of a device) and Properties.Set
   are denied, also with the interface left out of the call; as root they work (Set on a
   read-only property fails, but not for lack of permission). GetManagedObjects lists every
@@ -15,12 +16,17 @@ One boot from the disk with daxd installed, no dax device at boot (so daxd does 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from tests.service.bus_daemon import DEVICE_TYPES
 from tests.vm import facts as f
 from tests.vm.lab import Lab, NvdimmSpec, Scenario, ScenarioResult
 
 pytestmark = pytest.mark.vm
+
+GLIB_CLIENT = Path(__file__).resolve().parents[1] / "service" / "glib_client.py"
 
 SCRIPT = r"""
 set -euo pipefail
@@ -65,6 +71,17 @@ busctl --json=short call org.daxd.Daxd1 $M \
     org.freedesktop.DBus.ObjectManager GetManagedObjects > "$LAB_OUT/objects-root.json"
 lab_snapshot sysfs dax0.0 dax1.0
 lab_call nobody-get lab_as_nobody busctl get-property org.daxd.Daxd1 $D org.daxd.Daxd1.Device State
+for who in root nobody; do
+    as=(); [ "$who" = root ] || as=(lab_as_nobody)
+    lab_call "$who-dbus-send-memmap" "${as[@]}" dbus-send --system --print-reply=literal \
+        --dest=org.daxd.Daxd1 $D org.freedesktop.DBus.Properties.Get \
+        string:org.daxd.Daxd1.Device string:MemmapOnMemory
+    lab_call "$who-dbus-send-size" "${as[@]}" dbus-send --system --print-reply=literal \
+        --dest=org.daxd.Daxd1 $D org.freedesktop.DBus.Properties.Get \
+        string:org.daxd.Daxd1.Device string:Size
+    "${as[@]}" python3 "$LAB_IN/files/glib_client.py" properties $D org.daxd.Daxd1.Device \
+        > "$LAB_OUT/glib-$who.json"
+done
 lab_call nobody-getall lab_as_nobody busctl call org.daxd.Daxd1 $D \
     org.freedesktop.DBus.Properties GetAll s org.daxd.Daxd1.Device
 lab_call nobody-introspect lab_as_nobody busctl introspect org.daxd.Daxd1 $M
@@ -136,6 +153,7 @@ def run(lab: Lab, installed_disk: object) -> ScenarioResult:
             script=SCRIPT,
             nvdimms=[NvdimmSpec(size_mib=512), NvdimmSpec(size_mib=512)],
             base_disk=installed_disk,  # type: ignore[arg-type]
+            files={"glib_client.py": GLIB_CLIENT.read_text()},
         )
     ).check()
 
@@ -236,3 +254,20 @@ def test_managed_objects_match_sysfs(run: ScenarioResult) -> None:
         "hotplugged-pmem-as-ram",
         "system-ram",
     )
+
+
+@pytest.mark.parametrize("who", ["root", "nobody"])
+def test_dbus_send_and_glib_read_the_typed_properties(run: ScenarioResult, who: str) -> None:
+    calls = f.calls(run)
+    rc, memmap = calls[f"{who}-dbus-send-memmap"]
+    assert rc == 0, memmap
+    assert memmap.split() == ["variant", "boolean", "false"], memmap
+    rc, size = calls[f"{who}-dbus-send-size"]
+    assert rc == 0, size
+    assert size.split()[:2] == ["variant", "uint64"], size
+    glib = run.json(f"glib-{who}.json")
+    assert isinstance(glib, dict), glib
+    assert set(glib["cached"]) == set(DEVICE_TYPES), glib["cached"]
+    for name, (kind, _value) in glib["cached"].items():
+        assert kind == DEVICE_TYPES[name], (name, kind)
+    assert glib["get"] == glib["cached"]
