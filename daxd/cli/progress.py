@@ -23,7 +23,7 @@ class ProgressLine:
         self._out = stream if stream is not None else sys.stderr
         self._on = self._out.isatty()
         self._interval = INTERVAL if interval is None else interval
-        self._last = 0.0
+        self._last = float("-inf")  # the first line shows at once, however long ago boot was
         self._shown = False
         self._writes: dict[str, int] = {}
 
