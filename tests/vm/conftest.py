@@ -1,7 +1,8 @@
 """pytest glue of the real-kernel lab (tests marked ``vm``).
 
-- Without the host tools (qemu-system-x86_64, qemu-img, mmdebstrap, mke2fs) ``vm`` tests are
-  skipped with the reason, unless ``DAXD_REQUIRE_VM=1`` (CI), which makes them fail instead.
+- Without the host tools (qemu-img, mmdebstrap, mke2fs; QEMU itself comes from trixie, see
+  tests/vm/qemu.py) ``vm`` tests are skipped with the reason, unless ``DAXD_REQUIRE_VM=1``
+  (CI), which makes them fail instead.
 - ``lab_image`` (session) builds the guest image once, or loads it from the cache.
 - ``lab`` (session) is a :class:`tests.vm.lab.Lab` on that image; every scenario it runs is
   listed with its timings at the end of the pytest run.

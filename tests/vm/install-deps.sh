@@ -1,11 +1,13 @@
 #!/bin/sh
-# Install the host packages the daxd QEMU lab needs (Debian 12 or newer). Idempotent.
+# Install what the daxd QEMU lab needs on a Debian 12 or newer host, then unpack the lab's QEMU
+# (Debian 13's, whatever the host: CXL type-3 memory needs QEMU 10; tests/vm/qemu.py) into
+# $DAXD_LAB_DIR (default .lab/), once. Idempotent.
 #
 #   sudo tests/vm/install-deps.sh          # installs only what is missing
 #   DAXD_LAB_APT_UPDATE=0 tests/vm/install-deps.sh   # never run apt-get update
 set -eu
 
-PKGS="qemu-system-x86 qemu-utils mmdebstrap e2fsprogs ca-certificates debian-archive-keyring"
+PKGS="qemu-utils mmdebstrap e2fsprogs ca-certificates debian-archive-keyring python3"
 # debian-archive-keyring of bookworm already carries the trixie keys; mmdebstrap needs them to
 # verify the trixie Release file.
 
@@ -16,8 +18,13 @@ for p in $PKGS; do
     fi
 done
 
+lab_qemu() {
+    cd "$(dirname "$0")/../.." && python3 -m tests.vm.qemu ensure
+}
+
 if [ -z "$missing" ]; then
     echo "install-deps: all present:$(printf ' %s' $PKGS)"
+    lab_qemu
     exit 0
 fi
 
@@ -49,3 +56,4 @@ fi
 # shellcheck disable=SC2086
 $SUDO apt-get $WAIT install -y -q --no-install-recommends $missing
 echo "install-deps: installed:$missing"
+lab_qemu

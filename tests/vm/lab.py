@@ -45,7 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.vm import image as image_mod
+from tests.vm import qemu as qemu_mod
 from tests.vm.image import Image
+from tests.vm.qemu import Qemu
 
 SHARE_DIR = Path(__file__).resolve().parent / "guest" / "share"
 
@@ -111,6 +113,64 @@ class HmemSpec:
     size_mib: int = 512
 
 
+@dataclass(frozen=True)
+class CxlMemdev:
+    """A volatile CXL type-3 memory device (QEMU ``cxl-type3``) behind a root port of its own."""
+
+    size_mib: int = 256
+    # The device serial number (``/sys/bus/cxl/devices/memN/serial``): what identifies it when
+    # memN names change between boots.
+    serial: int | None = None
+
+
+@dataclass(frozen=True)
+class CxlHostBridge:
+    """A CXL host bridge (QEMU ``pxb-cxl``) and the type-3 devices below it.
+
+    QEMU 10 gives each host bridge one HDM decoder: one region per host bridge at a time.
+    """
+
+    memdevs: Sequence[CxlMemdev] = (CxlMemdev(),)
+
+
+@dataclass(frozen=True)
+class CxlWindow:
+    """A CXL fixed memory window (CFMWS), the guest's root decoder ``decoder0.N`` (N = its index).
+
+    ``targets`` are indexes into :attr:`CxlTopology.host_bridges`; two targets make a 2-way
+    interleave at ``granularity_kib``.
+    """
+
+    targets: Sequence[int] = (0,)
+    size_mib: int = 4096
+    granularity_kib: int = 8
+
+
+@dataclass(frozen=True)
+class CxlTopology:
+    """Host bridges with volatile type-3 devices, and the windows regions can be created in.
+
+    With a topology the guest is a ``q35,cxl=on`` machine with ``-cpu max,hypervisor=off`` (with
+    the hypervisor bit Linux cannot invalidate CPU caches and every region commit fails) and a
+    NUMA node for the boot RAM (otherwise the CXL memory joins node 0). Regions are created in
+    the guest (``lab_cxl_create_region``), as on platforms whose firmware does not build them.
+    """
+
+    host_bridges: Sequence[CxlHostBridge] = (CxlHostBridge(),)
+    windows: Sequence[CxlWindow] = (CxlWindow(),)
+
+    @classmethod
+    def simple(cls, *sizes_mib: int) -> CxlTopology:
+        """One host bridge, device and window per size; serials 0x1000, 0x1001, ..."""
+        return cls(
+            host_bridges=tuple(
+                CxlHostBridge((CxlMemdev(size, serial=0x1000 + i),))
+                for i, size in enumerate(sizes_mib)
+            ),
+            windows=tuple(CxlWindow((i,)) for i in range(len(sizes_mib))),
+        )
+
+
 @dataclass
 class Scenario:
     script: str
@@ -118,6 +178,7 @@ class Scenario:
     setup_script: str | None = None
     nvdimms: Sequence[NvdimmSpec] = ()
     hmem: Sequence[HmemSpec] = ()
+    cxl: CxlTopology | None = None
     kernel_args: Sequence[str] = ()
     # Kernel arguments of the setup boot; None: the same as kernel_args.
     setup_kernel_args: Sequence[str] | None = None
@@ -317,17 +378,26 @@ class Lab:
         base: Path | None = None,
         repo: Path | None = None,
         tcg_thread: str | None = None,
+        qemu: Qemu | None = None,
         keep: bool = False,
         keep_runs: int = 20,
         log: Log = _stderr_log,
     ) -> None:
         self.image = image
         self.base = base or image_mod.lab_dir()
+        self._qemu = qemu
         self.repo = repo or image_mod.repo_root()
         self.tcg_thread = tcg_thread or _tcg_thread()
         self.keep = keep or os.environ.get("DAXD_LAB_KEEP") == "1"
         self.keep_runs = keep_runs
         self.log = log
+
+    @property
+    def qemu(self) -> Qemu:
+        """The emulator (trixie's QEMU 10, unpacked on first use; see tests/vm/qemu.py)."""
+        if self._qemu is None:
+            self._qemu = qemu_mod.ensure_qemu(self.base, log=self.log)
+        return self._qemu
 
     @classmethod
     def default(cls, **kwargs: object) -> Lab:
@@ -569,23 +639,25 @@ class Lab:
         hmem_mib = sum(h.size_mib for h in scenario.hmem)
         total_mib = boot_mib + hmem_mib
         slots = max(1, len(scenario.nvdimms))
-        bus = "pcie.0" if scenario.machine.startswith("q35") else "pci.0"
+        cxl = scenario.cxl
+        machine = "q35,cxl=on" if cxl is not None else scenario.machine
+        bus = "pcie.0" if machine.startswith("q35") else "pci.0"
         # Each DIMM slot is placed 1 GiB aligned in the device memory area.
         maxmem_mib = total_mib + sum(-(-n.backend_mib // 1024) * 1024 for n in scenario.nvdimms)
         cmd = [
-            "qemu-system-x86_64",
             "-nodefaults",
             "-no-user-config",
             "-display",
             "none",
             "-no-reboot",
             "-machine",
-            f"{scenario.machine},nvdimm=on"
-            + (f",max-ram-below-4g={boot_mib}M" if hmem_mib else ""),
+            f"{machine},nvdimm=on" + (f",max-ram-below-4g={boot_mib}M" if hmem_mib else ""),
             "-accel",
             f"tcg,thread={self.tcg_thread}",
             "-cpu",
-            "max",
+            # Under a hypervisor Linux cannot invalidate CPU caches, and every CXL region commit
+            # fails ("Failed to synchronize CPU cache state").
+            "max,hypervisor=off" if cxl is not None else "max",
             "-smp",
             str(scenario.cpus),
             "-m",
@@ -611,7 +683,8 @@ class Lab:
             "none",
         ]
         nvdimm_nodes = numa_layout(scenario)
-        if scenario.hmem or any(n for n in nvdimm_nodes):
+        # A NUMA node for the boot RAM: without one, CXL memory would join node 0.
+        if scenario.hmem or any(n for n in nvdimm_nodes) or cxl is not None:
             cmd += [
                 "-object",
                 f"memory-backend-ram,id=ram0,size={boot_mib}M",
@@ -627,6 +700,8 @@ class Lab:
                 ]
             for node in sorted({n for n in nvdimm_nodes if n}):
                 cmd += ["-numa", f"node,nodeid={node}"]
+        if cxl is not None:
+            cmd += cxl_qemu_args(cxl)
         for i, (spec, path) in enumerate(zip(scenario.nvdimms, nvdimm_files, strict=True)):
             cmd += [
                 "-object",
@@ -645,7 +720,7 @@ class Lab:
                 f"virtio-9p-pci,fsdev=fs{i},mount_tag={tag},bus={bus}",
             ]
         cmd += list(scenario.qemu_args)
-        return cmd
+        return self.qemu.command(cmd)
 
     def _boot(
         self,
@@ -684,6 +759,7 @@ class Lab:
             stdout=qemu_log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=self.qemu.environ(),
         )
         install_allowance = 600.0 if scenario.install_daxd else 0.0
         deadline = started + scenario.boot_timeout
@@ -835,6 +911,37 @@ class _LazyReader:
 
 def _shell_quote(arg: str) -> str:
     return arg if re.fullmatch(r"[\w@%+=:,./-]+", arg) else "'" + arg.replace("'", "'\\''") + "'"
+
+
+def cxl_qemu_args(cxl: CxlTopology) -> list[str]:
+    """QEMU arguments of a CXL topology: host bridge i is ``cxl.i`` on PCI bus 12 + 40 i, with
+    one root port per device; memdev j of host bridge i is ``cxl-mem-i-j``."""
+    args: list[str] = []
+    for i, hb in enumerate(cxl.host_bridges):
+        args += ["-device", f"pxb-cxl,bus_nr={12 + 40 * i},bus=pcie.0,id=cxl.{i}"]
+        for j, dev in enumerate(hb.memdevs):
+            port = f"cxl-rp-{i}-{j}"
+            args += [
+                "-object",
+                f"memory-backend-ram,id=cxl-vmem-{i}-{j},share=on,size={dev.size_mib}M",
+                "-device",
+                f"cxl-rp,port={j},bus=cxl.{i},id={port},chassis={i},slot={j}",
+                "-device",
+                f"cxl-type3,bus={port},volatile-memdev=cxl-vmem-{i}-{j},id=cxl-mem-{i}-{j}"
+                + (f",sn={dev.serial}" if dev.serial is not None else ""),
+            ]
+    windows = []
+    for w, window in enumerate(cxl.windows):
+        for t, target in enumerate(window.targets):
+            if not 0 <= target < len(cxl.host_bridges):
+                raise ValueError(f"CXL window {w} targets host bridge {target}, which is not there")
+            windows.append(f"cxl-fmw.{w}.targets.{t}=cxl.{target}")
+        windows.append(f"cxl-fmw.{w}.size={window.size_mib}M")
+        if len(window.targets) > 1:
+            windows.append(f"cxl-fmw.{w}.interleave-granularity={window.granularity_kib}k")
+    if windows:
+        args += ["-M", ",".join(windows)]
+    return args
 
 
 def numa_layout(scenario: Scenario) -> list[int]:
@@ -1104,7 +1211,7 @@ def _shell(lab: Lab, scenario: Scenario) -> int:
         file=sys.stderr,
     )
     try:
-        return subprocess.call(cmd)
+        return subprocess.call(cmd, env=lab.qemu.environ())
     finally:
         if not lab.keep:
             shutil.rmtree(run_dir, ignore_errors=True)

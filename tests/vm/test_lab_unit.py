@@ -8,12 +8,31 @@ import pytest
 
 from tests.vm import image as image_mod
 from tests.vm import lab as lab_mod
+from tests.vm import qemu as qemu_mod
 from tests.vm.image import Image
-from tests.vm.lab import BootResult, HmemSpec, Lab, NvdimmSpec, Scenario, ScenarioResult
+from tests.vm.lab import (
+    BootResult,
+    CxlHostBridge,
+    CxlMemdev,
+    CxlTopology,
+    CxlWindow,
+    HmemSpec,
+    Lab,
+    NvdimmSpec,
+    Scenario,
+    ScenarioResult,
+)
+from tests.vm.qemu import Qemu
 
 
 def _lab(tmp_path: Path) -> Lab:
-    return Lab(Image(tmp_path / "img"), base=tmp_path, repo=tmp_path, tcg_thread="multi")
+    return Lab(
+        Image(tmp_path / "img"),
+        base=tmp_path,
+        repo=tmp_path,
+        tcg_thread="multi",
+        qemu=Qemu(argv=("qemu-system-x86_64",)),
+    )
 
 
 def test_recipe_hash_is_stable_and_covers_the_package_list(
@@ -153,3 +172,78 @@ def test_kept_disk_powers_off_cleanly(tmp_path: Path) -> None:
     assert "LAB_POWEROFF=fast" in (tmp_path / "a" / "config-main.env").read_text()
     lab._prepare_share(tmp_path / "b", Scenario(script="true", keep_disk=True))
     assert "LAB_POWEROFF=clean" in (tmp_path / "b" / "config-main.env").read_text()
+
+
+def test_cxl_topology_becomes_host_bridges_devices_and_windows(tmp_path: Path) -> None:
+    topology = CxlTopology(
+        host_bridges=(
+            CxlHostBridge((CxlMemdev(256, serial=0x1000),)),
+            CxlHostBridge((CxlMemdev(512),)),
+        ),
+        windows=(CxlWindow((0,)), CxlWindow((0, 1), size_mib=8192, granularity_kib=4)),
+    )
+    cmd = _lab(tmp_path).qemu_command(
+        Scenario(script="", cxl=topology),
+        cmdline=["x"],
+        overlay=tmp_path / "d.qcow2",
+        nvdimm_files=[],
+        serial="file:s",
+        shares=[],
+    )
+    text = " ".join(cmd)
+    assert cmd[cmd.index("-machine") + 1].startswith("q35,cxl=on,")
+    assert cmd[cmd.index("-cpu") + 1] == "max,hypervisor=off"
+    assert "-numa node,nodeid=0,memdev=ram0,cpus=0-1" in text  # boot RAM in a node of its own
+    assert text.count("-device pxb-cxl,") == 2
+    assert "cxl-type3,bus=cxl-rp-0-0,volatile-memdev=cxl-vmem-0-0,id=cxl-mem-0-0,sn=4096" in text
+    assert "id=cxl-vmem-1-0,share=on,size=512M" in text
+    assert "id=cxl-mem-1-0 " in text  # no serial given, none passed
+    windows = cmd[cmd.index("-M") + 1].split(",")
+    assert windows == [
+        "cxl-fmw.0.targets.0=cxl.0",
+        "cxl-fmw.0.size=4096M",
+        "cxl-fmw.1.targets.0=cxl.0",
+        "cxl-fmw.1.targets.1=cxl.1",
+        "cxl-fmw.1.size=8192M",
+        "cxl-fmw.1.interleave-granularity=4k",
+    ]
+    assert "virtio-blk-pci,drive=disk0,bus=pcie.0" in text
+
+
+def test_cxl_window_must_target_an_existing_host_bridge() -> None:
+    with pytest.raises(ValueError, match="host bridge 1"):
+        lab_mod.cxl_qemu_args(CxlTopology(windows=(CxlWindow((0, 1)),)))
+
+
+def test_without_cxl_the_machine_keeps_the_hypervisor_bit(tmp_path: Path) -> None:
+    cmd = _lab(tmp_path).qemu_command(
+        Scenario(script=""),
+        cmdline=["x"],
+        overlay=tmp_path / "d.qcow2",
+        nvdimm_files=[],
+        serial="file:s",
+        shares=[],
+    )
+    assert cmd[cmd.index("-cpu") + 1] == "max"
+    assert "pxb-cxl" not in " ".join(cmd)
+
+
+def test_trixie_qemu_runs_through_its_own_loader(tmp_path: Path) -> None:
+    qemu = qemu_mod.from_root(tmp_path)
+    cmd = qemu.command(["-version"])
+    assert cmd[0] == f"{tmp_path}/lib64/ld-linux-x86-64.so.2"
+    assert cmd[cmd.index("--library-path") + 1].split(":") == [
+        f"{tmp_path}/usr/lib/x86_64-linux-gnu",
+        f"{tmp_path}/lib/x86_64-linux-gnu",
+    ]
+    assert cmd[5] == f"{tmp_path}/usr/bin/qemu-system-x86_64"
+    # its own firmware, not the host's
+    assert cmd[6:10] == ["-L", f"{tmp_path}/usr/share/qemu", "-L", f"{tmp_path}/usr/share/seabios"]
+    assert qemu.environ()["QEMU_MODULE_DIR"] == f"{tmp_path}/usr/lib/x86_64-linux-gnu/qemu"
+
+
+def test_lab_qemu_can_be_overridden(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DAXD_LAB_QEMU", "/opt/qemu/bin/qemu-system-x86_64")
+    qemu = qemu_mod.ensure_qemu(tmp_path)
+    assert qemu.command(["-x"]) == ["/opt/qemu/bin/qemu-system-x86_64", "-x"]
+    assert not (tmp_path / "qemu").exists()  # nothing unpacked

@@ -118,3 +118,83 @@ lab_call() {
 
 # lab_as_nobody COMMAND...: run COMMAND as user nobody (uid/gid 65534, no groups).
 lab_as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups -- "$@"; }
+
+# -- CXL (Scenario(cxl=CxlTopology(...))) ---------------------------------------------------------
+# memN names are handed out in probe order and change between boots: scripts name devices by
+# serial number (CxlMemdev.serial) and windows by index (root decoder decoder0.INDEX).
+
+# lab_cxl_wait COUNT [SECONDS]: wait until COUNT CXL memdevs are bound to cxl_mem and every
+# endpoint port is enumerated (the cxl modules load from udev after the boot has "finished").
+lab_cxl_wait() {
+    local want=$1 left=$((${2:-120} * 2)) have
+    udevadm settle --timeout=60 || true
+    while :; do
+        have=$(find /sys/bus/cxl/drivers/cxl_mem -maxdepth 1 -name 'mem*' 2>/dev/null | wc -l)
+        if [ "$have" -ge "$want" ] && \
+            [ "$(find /sys/bus/cxl/devices -maxdepth 1 -name 'endpoint*' | wc -l)" -ge "$want" ]; then
+            return 0
+        fi
+        left=$((left - 1))
+        if [ "$left" -le 0 ]; then
+            echo "CXL: $have of $want memdevs after waiting" >&2
+            ls /sys/bus/cxl/devices >&2 || true
+            return 1
+        fi
+        sleep 0.5
+    done
+}
+
+# lab_cxl_memdev SERIAL: the memN name of the memdev with that serial number (0x1000 or 4096).
+lab_cxl_memdev() {
+    local m
+    for m in /sys/bus/cxl/devices/mem*; do
+        [ -e "$m/serial" ] || continue
+        if [ "$(($(cat "$m/serial")))" = "$(($1))" ]; then basename "$m"; return 0; fi
+    done
+    echo "no CXL memdev with serial $1" >&2
+    return 1
+}
+
+# lab_cxl_host_bridge_uid MEMDEV: the ACPI uid of the host bridge above the memdev (what root
+# decoders' target_list names).
+lab_cxl_host_bridge_uid() {
+    local path hb
+    path=$(readlink -f "/sys/bus/cxl/devices/$1")
+    hb=$(grep -o 'pci[0-9a-f]\{4\}:[0-9a-f]\{2\}' <<< "$path" | head -n1)
+    cat "/sys/devices/$hb/firmware_node/uid"
+}
+
+# lab_cxl_create_region WINDOW SERIAL...: create a RAM region in root decoder decoder0.WINDOW
+# over the memdevs with these serial numbers (any order: they are put in the order of the
+# window's target_list, as the kernel requires) and print the region's name.
+lab_cxl_create_region() {
+    local decoder=decoder0.$1 uid serial m ordered=() out; shift
+    for uid in $(tr ',' ' ' < "/sys/bus/cxl/devices/$decoder/target_list"); do
+        for serial in "$@"; do
+            m=$(lab_cxl_memdev "$serial") || return 1
+            [ "$(lab_cxl_host_bridge_uid "$m")" = "$uid" ] && ordered+=("$m")
+        done
+    done
+    if [ "${#ordered[@]}" -ne "$#" ]; then
+        echo "lab_cxl_create_region: memdevs $* are not all below $decoder's host bridges" >&2
+        return 1
+    fi
+    out=$(cxl create-region -m -t ram -d "$decoder" -w "$#" "${ordered[@]}") || return 1
+    jq -r .region <<< "$out"
+}
+
+# lab_cxl_region_dax REGION: the dax device of a region (regionN -> daxN.0).
+lab_cxl_region_dax() { echo "dax${1#region}.0"; }
+
+# lab_cxl_destroy_region REGION: tear a region down as an operator must: offline its memory
+# (cxl refuses while a driver is bound: "active. Disable it or use --force"), then destroy it.
+lab_cxl_destroy_region() {
+    local dax b
+    dax=$(lab_cxl_region_dax "$1")
+    if [ "$(lab_driver "$dax")" = kmem ]; then
+        for b in $(lab_blocks "$dax" | awk '$2 == "online" {print $1}'); do
+            echo offline > "/sys/devices/system/memory/$b/state" || return 1
+        done
+    fi
+    cxl destroy-region -f "$1"
+}

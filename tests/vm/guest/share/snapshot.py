@@ -2,6 +2,7 @@
 """Guest side of the lab's sysfs snapshots (runs inside the VM, Python 3.11+, stdlib only).
 
     python3 snapshot.py dax dax0.0 [dax1.0 ...]   # JSON on stdout
+    python3 snapshot.py cxl                      # only the cxl bus objects
 
 Records, for each device DAX device: its /sys/bus/dax link and real path, every attribute below
 the device (mode, value or the errno of reading it), its driver, its dax_region, the memory blocks
@@ -150,14 +151,40 @@ def dax(names: list[str]) -> Entry:
         "devices": {name: device(name) for name in names},
         "nodes": nodes(),
         "iomem": (text("/proc/iomem") or "").splitlines(),
+        "cxl": cxl(),
     }
 
 
+def cxl() -> Entry:
+    """Every object on the cxl bus (memdevs, ports, decoders, regions): real path and attributes.
+
+    Host bridges appear through their firmware node's ``uid``, which root decoders' target_list
+    names.
+    """
+    bus = Path("/sys/bus/cxl/devices")
+    if not bus.is_dir():
+        return {}
+    out: dict[str, object] = {}
+    for link in sorted(bus.iterdir()):
+        real = link.resolve()
+        attrs = {k: v for k, v in tree(real, depth=1).items() if v.get("kind") != "dir"}
+        out[link.name] = {"realpath": str(real), "attrs": attrs}
+    bridges: dict[str, object] = {}
+    for uid in sorted(Path("/sys/devices").glob("pci0000:*/firmware_node/uid")):
+        bridges[uid.parts[3]] = {"uid": text(str(uid)), "hid": text(str(uid.parent / "hid"))}
+    out["_host_bridges"] = dict(bridges)
+    return dict(out)
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] != "dax":
+    if argv[:1] == ["cxl"]:
+        doc: Entry = cxl()
+    elif len(argv) >= 2 and argv[0] == "dax":
+        doc = dax(argv[1:])
+    else:
         print(__doc__, file=sys.stderr)
         return 2
-    json.dump(dax(argv[1:]), sys.stdout, indent=1, sort_keys=True)
+    json.dump(doc, sys.stdout, indent=1, sort_keys=True)
     sys.stdout.write("\n")
     return 0
 
