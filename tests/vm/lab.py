@@ -1093,6 +1093,15 @@ def _cli(argv: list[str] | None = None) -> int:
             metavar="MIB",
             help="add soft-reserved memory in its own NUMA node (repeatable)",
         )
+        p.add_argument(
+            "--cxl",
+            type=int,
+            action="append",
+            default=[],
+            metavar="MIB",
+            help="add a volatile CXL type-3 device of this size behind a host bridge and window of "
+            "its own (repeatable; serials 0x1000, 0x1001, ...; lab_cxl_create_region in guest)",
+        )
         p.add_argument("--kernel-arg", action="append", default=[], metavar="ARG")
         p.add_argument("--memory", type=int, default=2048, metavar="MIB")
         p.add_argument("--keep", action="store_true", help="keep disk and NVDIMM files")
@@ -1121,6 +1130,7 @@ def _cli(argv: list[str] | None = None) -> int:
     if args.cmd == "demo" and args.nvdimm is None:
         nvdimms = [NvdimmSpec(size_mib=512), NvdimmSpec(size_mib=512)]
     hmem = [HmemSpec(size_mib=s) for s in args.hmem]
+    cxl = CxlTopology.simple(*args.cxl) if args.cxl else None
     lab = Lab.default(keep=args.keep)
 
     if args.cmd == "shell":
@@ -1130,6 +1140,7 @@ def _cli(argv: list[str] | None = None) -> int:
                 script="",
                 nvdimms=nvdimms,
                 hmem=hmem,
+                cxl=cxl,
                 kernel_args=args.kernel_arg,
                 memory_mib=args.memory,
             ),
@@ -1143,6 +1154,7 @@ def _cli(argv: list[str] | None = None) -> int:
             setup_script=setup,
             nvdimms=nvdimms,
             hmem=hmem,
+            cxl=cxl,
             kernel_args=args.kernel_arg,
             install_daxd=args.install,
             timeout=args.timeout,
