@@ -186,7 +186,7 @@ class _Run:
         self.result.outcome = outcome
         self.result.error = error
         if reading.device is not None:
-            self.result.final = view(reading.device, reading.blocks)
+            self.result.final = view(reading.device, reading.blocks, self.hotplug)
             self.result.final_blocks = reading.blocks
             self.result.final_device = reading.device
         return self.result

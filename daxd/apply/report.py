@@ -30,6 +30,7 @@ def view_json(v: DeviceView) -> dict[str, Any]:
         "driver": v.driver or None,
         "zone": v.zone or None,
         "memmap_on_memory": v.memmap_on_memory,
+        "memmap_on_memory_attribute": v.memmap_on_memory_attribute,
         "blocks": {"online": v.blocks_online, "total": v.blocks_total},
     }
 
@@ -117,22 +118,34 @@ def document(
 
 
 def list_entry(
-    device: DaxDevice, blocks: tuple[MemoryBlock, ...], rule: str | None
+    device: DaxDevice,
+    blocks: tuple[MemoryBlock, ...],
+    rule: str | None,
+    hotplug: HotplugSettings | None,
 ) -> dict[str, Any]:
-    return {**device_json(device, view(device, blocks)), "rule": rule}
+    """``hotplug``: read with the device; what memmap_on_memory in effect depends on."""
+    return {**device_json(device, view(device, blocks, hotplug)), "rule": rule}
 
 
-def plan_entry(device: DaxDevice, blocks: tuple[MemoryBlock, ...], p: DevicePlan) -> dict[str, Any]:
-    return {**list_entry(device, blocks, p.rule), **plan_json(p)}
+def plan_entry(
+    device: DaxDevice,
+    blocks: tuple[MemoryBlock, ...],
+    p: DevicePlan,
+    hotplug: HotplugSettings | None,
+) -> dict[str, Any]:
+    return {**list_entry(device, blocks, p.rule, hotplug), **plan_json(p)}
 
 
 def result_entry(
-    device: DaxDevice | None, blocks: tuple[MemoryBlock, ...], r: DeviceResult
+    device: DaxDevice | None,
+    blocks: tuple[MemoryBlock, ...],
+    r: DeviceResult,
+    hotplug: HotplugSettings | None,
 ) -> dict[str, Any]:
     """``device``/``blocks``: the device as read before the apply (None: it was not there)."""
     entry: dict[str, Any] = {"name": r.device}
     if device is not None:
-        entry = list_entry(device, blocks, r.plan.rule if r.plan else None)
+        entry = list_entry(device, blocks, r.plan.rule if r.plan else None, hotplug)
     entry.update(
         {
             "outcome": str(r.outcome),

@@ -375,7 +375,9 @@ def _list(args: argparse.Namespace, sysfs: Sysfs) -> int:
     for name in _selected(state, []):
         device = state.devices[name]
         rule = policy.match(device) if policy else None
-        entries.append(list_entry(device, state.blocks_of(name), rule.name if rule else None))
+        entries.append(
+            list_entry(device, state.blocks_of(name), rule.name if rule else None, state.hotplug)
+        )
     print(_document("list", state, entries) if args.json else list_text(entries))
     return exitcodes.OK
 
@@ -399,7 +401,10 @@ def _plan(args: argparse.Namespace, sysfs: Sysfs) -> int:
     policy = _load(args)
     state = _read(sysfs)
     plans = plan_all(state, policy, _selected(state, args.devices))
-    entries = [plan_entry(state.devices[p.device], state.blocks_of(p.device), p) for p in plans]
+    entries = [
+        plan_entry(state.devices[p.device], state.blocks_of(p.device), p, state.hotplug)
+        for p in plans
+    ]
     print(_document("plan", state, entries) if args.json else plan_text(entries))
     return exitcodes.OK
 
@@ -525,7 +530,8 @@ def _apply_held(args: argparse.Namespace, roots: Roots, sysfs: Sysfs, policy: Po
     finally:
         progress.clear()
     entries = [
-        result_entry(state.devices.get(r.device), state.blocks_of(r.device), r) for r in results
+        result_entry(state.devices.get(r.device), state.blocks_of(r.device), r, state.hotplug)
+        for r in results
     ]
     print(_document("apply", state, entries) if args.json else apply_text(entries))
     return _apply_code(entries)

@@ -159,6 +159,20 @@ class HotplugSettings:
     hotremove: bool
 
 
+def memmap_in_effect(attribute: bool | None, param: bool | None) -> bool | None:
+    """Whether a device's memmap (struct pages) is, or would be, placed on its own memory.
+
+    ``attribute``: the device's ``memmap_on_memory`` (None: absent, Linux < 6.8); ``param``: the
+    global ``memory_hotplug.memmap_on_memory`` (None: not shown, then the attribute is trusted).
+    The attribute alone does not say it: on CXL it reads 1 by default even while the global
+    parameter is N, and kmem then keeps the memmap in RAM (mhp_supports_memmap_on_memory()).
+    None when the attribute is absent.
+    """
+    if attribute is None:
+        return None
+    return attribute and param is not False
+
+
 @dataclass(frozen=True)
 class KernelState:
     devices: dict[str, DaxDevice]

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from daxd.kernel.model import DRIVER_DEVDAX, DRIVER_KMEM, DaxDevice, KernelZone, MemoryBlock
+from daxd.kernel.model import (
+    DRIVER_DEVDAX,
+    DRIVER_KMEM,
+    DaxDevice,
+    HotplugSettings,
+    KernelZone,
+    MemoryBlock,
+    memmap_in_effect,
+)
 
 # The zones the kernel itself may allocate from (everything but ZONE_MOVABLE and ZONE_DEVICE):
 # an online block in one of these holds memory that cannot be offlined at will.
@@ -47,6 +55,8 @@ class DeviceView:
     mode: str
     driver: str
     zone: str
+    # In effect (model.memmap_in_effect): the attribute reads 1 and the global parameter is not
+    # off; None when the device has no attribute (Linux < 6.8).
     memmap_on_memory: bool | None
     blocks_online: int
     blocks_total: int
@@ -54,9 +64,14 @@ class DeviceView:
     target_node: int | None
     blocks_movable: int = 0  # online blocks in ZONE_MOVABLE
     blocks_normal: int = 0  # online blocks in a kernel zone (KERNEL_ZONES)
+    memmap_on_memory_attribute: bool | None = None  # the device's attribute as it reads
 
 
-def view(device: DaxDevice, blocks: tuple[MemoryBlock, ...]) -> DeviceView:
+def view(
+    device: DaxDevice, blocks: tuple[MemoryBlock, ...], hotplug: HotplugSettings | None
+) -> DeviceView:
+    """``hotplug``: the settings read with the device (None: not known, the attribute counts)."""
+    param = hotplug.memmap_on_memory if hotplug is not None else None
     return DeviceView(
         name=device.name,
         provider=str(device.provider),
@@ -64,11 +79,12 @@ def view(device: DaxDevice, blocks: tuple[MemoryBlock, ...]) -> DeviceView:
         mode=observed_mode(device),
         driver=device.driver or "",
         zone=observed_zone(blocks),
-        memmap_on_memory=device.memmap_on_memory,
+        memmap_on_memory=memmap_in_effect(device.memmap_on_memory, param),
         blocks_online=sum(1 for b in blocks if b.online),
         blocks_total=len(blocks),
         numa_node=device.numa_node,
         target_node=device.target_node,
         blocks_movable=sum(1 for b in blocks if b.zone is KernelZone.MOVABLE),
         blocks_normal=sum(1 for b in blocks if b.zone in KERNEL_ZONES),
+        memmap_on_memory_attribute=device.memmap_on_memory,
     )

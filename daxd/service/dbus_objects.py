@@ -189,7 +189,8 @@ RECORD_DOC = (
     "The outcome of one device: the entry `daxd apply --json` prints (docs/cli.md), as a "
     "dictionary: name s, outcome s (applied, in-sync, failed, refused, unmanaged, ignored, gone, "
     "stopped), error s, the device as it was before (provider s, size t, numa_node i, "
-    "target_node i, mode s, driver s, zone s, memmap_on_memory b, blocks a{sv}, rule s, ...), "
+    "target_node i, mode s, driver s, zone s, memmap_on_memory b (in effect), "
+    "memmap_on_memory_attribute b (as it reads), blocks a{sv}, rule s, ...), "
     "plan a{sv}, steps aa{sv} (every write made, with ok b, error s, errno x, rollback b) and "
     "final a{sv} (what was read back afterwards). A key whose value is null in JSON is left out."
 )
@@ -281,10 +282,12 @@ class DeviceInterface(StatusInterface):
         return self.status.zone
 
     @documented(
-        "Whether the memmap (struct pages) of the device's memory lives on the device itself: "
-        "its memmap_on_memory attribute reads 1 and memory_hotplug.memmap_on_memory is on. "
-        "False when either is off (on CXL the attribute reads 1 by default even when the global "
-        "parameter is off) or the kernel has no such attribute (before 6.8)."
+        "Whether the memmap (struct pages) of the device's memory lives on the device itself "
+        "(in effect): its memmap_on_memory attribute reads 1 and memory_hotplug.memmap_on_memory "
+        "is not off (a kernel that does not show the parameter: the attribute counts). False "
+        "when either is off (on CXL the attribute reads 1 by default even when the global "
+        "parameter is off) or the kernel has no such attribute (before 6.8). Apply records carry "
+        "the attribute as it reads as memmap_on_memory_attribute."
     )
     @dbus_property(access=PropertyAccess.READ)
     def MemmapOnMemory(self) -> DBusBool:

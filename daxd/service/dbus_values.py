@@ -118,7 +118,10 @@ RANGE = Shape(("start", "end"))
 DESIRED = Shape(("mode", "zone", "memmap_on_memory", "online"))
 STEP = Shape(("action", "path", "value", "block", "driver", "reason"))
 RESULT_STEP = Shape((*STEP.keys, "ok", "error", "errno", "rollback"))
-VIEW = Shape(("mode", "driver", "zone", "memmap_on_memory", "blocks"), {"blocks": BLOCKS})
+VIEW = Shape(
+    ("mode", "driver", "zone", "memmap_on_memory", "memmap_on_memory_attribute", "blocks"),
+    {"blocks": BLOCKS},
+)
 PLAN = Shape(
     ("verdict", "rule", "rule_location", "reason", "desired", "steps", "notes"),
     {"desired": DESIRED, "steps": STEP},

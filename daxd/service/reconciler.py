@@ -157,7 +157,7 @@ class Reconciler:
         for b in reading.blocks:
             self.block_owner[b.index] = name
         tracked = self.tracked.setdefault(name, Tracked())
-        current = view(reading.device, reading.blocks)
+        current = view(reading.device, reading.blocks, self.hotplug)
         plan = plan_device(
             reading.device, reading.blocks, self.hotplug, policy.match(reading.device)
         )
@@ -189,7 +189,7 @@ class Reconciler:
                 log.warning("%s: %s", name, message)
             tracked.known = current
             self._publish(name, current, plan, DeviceState.DRIFTED, message)
-            plans[name] = plan_entry(reading.device, reading.blocks, plan)
+            plans[name] = plan_entry(reading.device, reading.blocks, plan, self.hotplug)
             return True
         if decision.action is DriftAction.WAIT:
             self.sink.look_again(name, decision.retry_in)
@@ -198,7 +198,7 @@ class Reconciler:
                 f"{self.config.drift_grace:g} s"
             )
             self._publish(name, current, plan, DeviceState.DRIFTED, message)
-            plans[name] = plan_entry(reading.device, reading.blocks, plan)
+            plans[name] = plan_entry(reading.device, reading.blocks, plan, self.hotplug)
             return True
         if decision.action is DriftAction.REPORT and not requested:
             tracked.known = current
@@ -210,7 +210,7 @@ class Reconciler:
                 # Say it once in the journal too, not only on D-Bus (e.g. pmem without consent).
                 log.warning("%s: rule %r not applied: %s", name, plan.rule, error)
             self._publish(name, current, plan, state, error)
-            plans[name] = plan_entry(reading.device, reading.blocks, plan)
+            plans[name] = plan_entry(reading.device, reading.blocks, plan, self.hotplug)
             return True
         # APPLY, or a request (whose answer is an apply result even when nothing is to do).
         tracked.drift_seen = None
@@ -231,10 +231,10 @@ class Reconciler:
         for b in result.final_blocks:  # the executor's last read of the device
             self.block_owner[b.index] = name
         if requested:
-            results[name] = result_entry(reading.device, reading.blocks, result)
+            results[name] = result_entry(reading.device, reading.blocks, result, self.hotplug)
         after = self._plan_after(policy, result, plan)
         if result.final_device is not None:
-            plans[name] = plan_entry(result.final_device, result.final_blocks, after)
+            plans[name] = plan_entry(result.final_device, result.final_blocks, after, self.hotplug)
         return result.outcome is not Outcome.GONE
 
     def _apply(
@@ -275,14 +275,13 @@ class Reconciler:
         self, name: str, current: DeviceView, plan: DevicePlan, state: DeviceState, error: str
     ) -> None:
         tracked = self.tracked.setdefault(name, Tracked())
-        on = self.hotplug is not None and bool(self.hotplug.memmap_on_memory)
-        status = make_status(current, plan, state, error, tracked.changed_at, memmap_param=on)
+        status = make_status(current, plan, state, error, tracked.changed_at)
         previous = tracked.status
         if previous is not None and status == previous:
             return
         if previous is None or previous.state != state or previous.last_error != error:
             tracked.changed_at = now_usec()
-            status = make_status(current, plan, state, error, tracked.changed_at, memmap_param=on)
+            status = make_status(current, plan, state, error, tracked.changed_at)
         tracked.status = status
         self.sink.device(status)
 
@@ -316,7 +315,7 @@ class _Progress:
         if reading.device is None:
             return
         self._known = {b.index: b for b in reading.blocks}
-        current = view(reading.device, reading.blocks)
+        current = view(reading.device, reading.blocks, hotplug)
         self._r._publish(self._name, current, self._plan, DeviceState.PENDING, "")
 
 
@@ -355,14 +354,10 @@ def make_status(
     state: DeviceState,
     error: str,
     changed_at: int,
-    *,
-    memmap_param: bool = False,
 ) -> DeviceStatus:
-    """What is published of a device; ``memmap_param``: memory_hotplug.memmap_on_memory is on.
-
-    memmap_on_memory is what is in effect: a device's attribute reads 1 on CXL even while the
-    global parameter is off, and then the memmap is not placed on the device.
-    """
+    """What is published of a device. memmap_on_memory is the view's, what is in effect
+    (kernel.model.memmap_in_effect): a CXL device's attribute reads 1 even while the global
+    parameter is off, and then the memmap is not placed on the device."""
     return DeviceStatus(
         name=v.name,
         provider=v.provider,
@@ -372,7 +367,7 @@ def make_status(
         driver=v.driver,
         mode="other" if v.mode.startswith("other:") else v.mode,
         zone=published_zone(v),
-        memmap_on_memory=bool(v.memmap_on_memory) and memmap_param,
+        memmap_on_memory=bool(v.memmap_on_memory),
         blocks_online=v.blocks_online,
         blocks_total=v.blocks_total,
         rule=plan.rule or "",

@@ -51,6 +51,7 @@ LIST_FIELDS = {
     "driver",
     "zone",
     "memmap_on_memory",
+    "memmap_on_memory_attribute",
     "blocks",
     "rule",
 }
@@ -128,7 +129,8 @@ def test_list_text(
     by_name = {r.split()[0]: r for r in rows[1:]}
     assert by_name["dax0.0"] == "dax0.0 pmem 1006 MiB 1 devdax - no 0/0 -"
     assert by_name["dax1.0"] == "dax1.0 hmem 2 GiB 1 system-ram normal no 16/16 -"
-    assert by_name["dax2.0"] == "dax2.0 cxl 4 GiB 2 system-ram normal yes 32/32 cxl-ram"
+    # memmap_on_memory reads 1 on CXL, but not in effect: memory_hotplug.memmap_on_memory is N
+    assert by_name["dax2.0"] == "dax2.0 cxl 4 GiB 2 system-ram normal no 32/32 cxl-ram"
     assert by_name["dax2.1"] == "dax2.1 cxl 0 B 2 unbound - no 0/0 cxl-ram"
     assert list(by_name) == ["dax0.0", "dax1.0", "dax2.0", "dax2.1"]
 
@@ -170,7 +172,10 @@ def test_list_json(
     ]
     assert (hmem["provider"], hmem["mode"], hmem["zone"]) == ("hmem", "system-ram", "normal")
     assert hmem["blocks"] == {"online": 16, "total": 16}
-    assert (cxl["provider"], cxl["memmap_on_memory"], cxl["rule"]) == ("cxl", True, "cxl-ram")
+    assert (cxl["provider"], cxl["rule"]) == ("cxl", "cxl-ram")
+    # The attribute reads 1 (cxl.c), but the global parameter is N: not in effect.
+    assert (cxl["memmap_on_memory"], cxl["memmap_on_memory_attribute"]) == (False, True)
+    assert (pmem["memmap_on_memory"], pmem["memmap_on_memory_attribute"]) == (False, False)
     assert cxl["target_node"] == 2
     assert (seed["size"], seed["mode"], seed["driver"]) == (0, "unbound", None)
 
@@ -366,6 +371,7 @@ def test_apply_json(
         "driver": "kmem",
         "zone": "movable",
         "memmap_on_memory": False,
+        "memmap_on_memory_attribute": False,
         "blocks": {"online": 7, "total": 7},
     }
     # The device fields describe what was there before.

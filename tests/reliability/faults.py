@@ -359,13 +359,16 @@ def online_blocks(kernel: FakeKernel, name: str) -> set[int]:
 
 
 def as_truth(v: DeviceView) -> Truth:
-    return Truth(v.mode, v.driver, v.blocks_online, v.blocks_total, v.zone, v.memmap_on_memory)
+    return Truth(
+        v.mode, v.driver, v.blocks_online, v.blocks_total, v.zone, v.memmap_on_memory_attribute
+    )
 
 
 def fresh_view(kernel: FakeKernel, name: str) -> DeviceView | None:
     """What a fresh read of sysfs shows of the device."""
-    reading = read_device(kernel.sysfs, name, read_hotplug_settings(kernel.sysfs))
-    return None if reading.device is None else view(reading.device, reading.blocks)
+    hotplug = read_hotplug_settings(kernel.sysfs)
+    reading = read_device(kernel.sysfs, name, hotplug)
+    return None if reading.device is None else view(reading.device, reading.blocks, hotplug)
 
 
 def fresh_plan(kernel: FakeKernel, policy: Policy, name: str) -> Verdict | None:
@@ -698,7 +701,11 @@ def kill(name: str, index: int, fault: str = KILL) -> Record:
         state = read_state(kernel.sysfs)
         device = state.devices.get(s.device)
         held = truth(kernel, s.device)
-        seen = None if device is None else as_truth(view(device, state.blocks_of(s.device)))
+        seen = (
+            None
+            if device is None
+            else as_truth(view(device, state.blocks_of(s.device), state.hotplug))
+        )
         if seen != held:
             problems.append(f"after the kill daxd reads {seen} but the kernel holds {held}")
         if device is not None:

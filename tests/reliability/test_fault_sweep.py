@@ -137,7 +137,7 @@ def _finish_with_first_view(
 ) -> executor.DeviceResult:
     self.result.outcome, self.result.error = outcome, error
     if self.result.final is None and reading.device is not None:
-        self.result.final = view(reading.device, ())
+        self.result.final = view(reading.device, (), self.hotplug)
     return self.result
 
 

@@ -124,6 +124,7 @@ RECORD_TYPES = {
     "driver": "s",
     "zone": "s",
     "memmap_on_memory": "b",
+    "memmap_on_memory_attribute": "b",
     "blocks": "a{sv}",
     "rule": "s",
     "outcome": "s",

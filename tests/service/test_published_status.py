@@ -6,8 +6,15 @@ from dataclasses import replace
 
 import pytest
 
-from daxd.kernel.model import BlockState, KernelZone, MemoryBlock
-from daxd.kernel.view import DeviceView
+from daxd.kernel.model import (
+    BlockState,
+    DaxDevice,
+    HotplugSettings,
+    KernelZone,
+    MemoryBlock,
+    Provider,
+)
+from daxd.kernel.view import DeviceView, view
 from daxd.plan.steps import DevicePlan, Verdict
 from daxd.service.reconciler import make_status
 from daxd.service.status import DeviceState
@@ -30,25 +37,33 @@ VIEW = DeviceView(
 PLAN = DevicePlan(device="dax0.0", verdict=Verdict.IN_SYNC, rule="cxl-ram")
 
 
-def status(view: DeviceView = VIEW, memmap_param: bool = False) -> object:
-    return make_status(view, PLAN, DeviceState.APPLIED, "", 7, memmap_param=memmap_param)
+def cxl_device(memmap_on_memory: bool | None) -> DaxDevice:
+    return DaxDevice(
+        name="dax0.0", region_id=0, size=4 << 27, align=None, target_node=1, numa_node=0,
+        resource=None, ranges=(), memmap_on_memory=memmap_on_memory, driver="kmem",
+        provider=Provider.CXL, devpath="devices/x/dax0.0",
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("attribute", "param", "in_effect"),
+    ("attribute", "param", "in_effect", "published"),
     [
-        (True, False, False),  # CXL: the attribute reads 1 while the global parameter is N
-        (True, True, True),
-        (False, True, False),
-        (None, True, False),  # attribute absent (Linux < 6.8)
+        (True, False, False, False),  # CXL: the attribute reads 1 while the global parameter is N
+        (True, True, True, True),
+        (False, True, False, False),
+        (True, None, True, True),  # the parameter not shown: the attribute counts
+        (False, None, False, False),
+        (None, True, None, False),  # attribute absent (Linux < 6.8)
     ],
 )
 def test_memmap_on_memory_is_what_is_in_effect(
-    attribute: bool | None, param: bool, in_effect: bool
+    attribute: bool | None, param: bool | None, in_effect: bool | None, published: bool
 ) -> None:
-    view = replace(VIEW, memmap_on_memory=attribute)
-    got = make_status(view, PLAN, DeviceState.APPLIED, "", 7, memmap_param=param)
-    assert got.memmap_on_memory is in_effect
+    hotplug = HotplugSettings(1 << 27, None, param, None, hotremove=True)
+    got = view(cxl_device(attribute), (), hotplug)
+    assert (got.memmap_on_memory, got.memmap_on_memory_attribute) == (in_effect, attribute)
+    status = make_status(got, PLAN, DeviceState.APPLIED, "", 7)
+    assert status.memmap_on_memory is published
 
 
 @pytest.mark.parametrize(
@@ -69,17 +84,10 @@ def test_other_drivers_are_mode_other_and_the_driver_names_them() -> None:
 
 
 def test_the_view_counts_blocks_by_zone() -> None:
-    from daxd.kernel.model import DaxDevice, Provider
-    from daxd.kernel.view import view
-
     def block(index: int, state: BlockState, *zones: KernelZone) -> MemoryBlock:
         return MemoryBlock(index, state, zones, index, True, 1)
 
-    device = DaxDevice(
-        name="dax0.0", region_id=0, size=4 << 27, align=None, target_node=1, numa_node=0,
-        resource=None, ranges=(), memmap_on_memory=None, driver="kmem", provider=Provider.CXL,
-        devpath="devices/x/dax0.0",
-    )  # fmt: skip
+    device = cxl_device(None)
     blocks = (
         block(1, BlockState.ONLINE, KernelZone.MOVABLE),
         block(2, BlockState.ONLINE, KernelZone.NORMAL),
@@ -87,6 +95,6 @@ def test_the_view_counts_blocks_by_zone() -> None:
         block(4, BlockState.OFFLINE, KernelZone.NORMAL, KernelZone.MOVABLE),
         block(5, BlockState.ONLINE, KernelZone.NONE),  # spans zones
     )
-    got = view(device, blocks)
+    got = view(device, blocks, None)
     assert (got.blocks_online, got.blocks_movable, got.blocks_normal) == (4, 1, 2)
     assert make_status(got, PLAN, DeviceState.APPLIED, "", 7).zone == "mixed"
