@@ -167,6 +167,9 @@ class _Run:
                 self.result.plan = plan
             if plan.verdict is not Verdict.CHANGE:
                 if self.result.results:
+                    if plan.verdict is Verdict.REFUSED:
+                        # the rest is done; a part the kernel cannot do (memmap_on_memory) is not
+                        return self.finish(Outcome.REFUSED, plan.reason, reading)
                     return self.finish(Outcome.APPLIED, "", reading)
                 return self.finish(_VERDICT_OUTCOME[plan.verdict], plan.reason, reading)
             try:

@@ -23,6 +23,7 @@ from daxd.kernel.model import (
     MemoryBlock,
     OnlineType,
     Provider,
+    memmap_in_effect,
 )
 from daxd.kernel.view import zone_word
 from daxd.plan.steps import (
@@ -189,7 +190,11 @@ def _plan_system_ram(
     )
     plan = _with(base, desired=desired)
     want_memmap = rule.memmap_on_memory
-    memmap_differs = want_memmap is not None and device.memmap_on_memory != want_memmap
+    # What is in effect, not what the attribute reads: on CXL it reads 1 while the kernel (global
+    # parameter N) keeps the memmap in RAM.
+    in_effect = bool(memmap_in_effect(device.memmap_on_memory, hotplug.memmap_on_memory))
+    unmet = _memmap_unmet(device, hotplug, want_memmap)
+    memmap_differs = want_memmap is not None and unmet is None and in_effect != want_memmap
 
     if device.driver != DRIVER_KMEM:
         if device.provider is Provider.PMEM and not rule.allow_pmem_data_loss:
@@ -201,9 +206,6 @@ def _plan_system_ram(
                     "allow_pmem_data_loss: true to consent"
                 ),
             )
-        memmap_problem = _memmap_problem(device, hotplug, want_memmap)
-        if memmap_problem:
-            return _with(plan, verdict=Verdict.REFUSED, reason=memmap_problem)
         steps: list[Step] = []
         if device.driver == DRIVER_DEVDAX:
             steps.append(
@@ -226,16 +228,21 @@ def _plan_system_ram(
             steps.append(_memmap_step(device, bool(want_memmap)))
         steps += _kmem_bind_steps(device, hotplug, rule, "hand the memory to kmem (binds at once)")
         then = (_after_bind_note(device, hotplug, rule),)
-        return _with(plan, verdict=Verdict.CHANGE, steps=tuple(steps), notes=then, continues=True)
+        return _with(
+            plan,
+            verdict=Verdict.CHANGE,
+            steps=tuple(steps),
+            notes=then,
+            continues=True,
+            reason=unmet or "",
+        )
 
     # Bound to kmem already: the memory is system RAM; settle memmap, then the blocks.
     notes: list[str] = []
     if memmap_differs:
-        problem = _memmap_problem(device, hotplug, want_memmap) or _removal_blockers(
-            blocks, hotplug
-        )
+        problem = _removal_blockers(blocks, hotplug)
         if problem:
-            notes.append(f"memmap_on_memory stays {device.memmap_on_memory}: {problem}")
+            notes.append(f"memmap_on_memory stays {in_effect}: {problem}")
         else:
             steps = _offline_steps(blocks, "memmap_on_memory can change only while kmem is unbound")
             steps += [
@@ -268,18 +275,40 @@ def _plan_system_ram(
     if not blocks:
         notes.append("kmem is bound but the device holds no whole memory block")
     if steps:
-        return _with(plan, verdict=Verdict.CHANGE, steps=tuple(steps), notes=tuple(notes))
+        return _with(
+            plan,
+            verdict=Verdict.CHANGE,
+            steps=tuple(steps),
+            notes=tuple(notes),
+            reason=unmet or "",
+        )
+    if unmet:
+        return _with(plan, verdict=Verdict.REFUSED, reason=unmet, notes=tuple(notes))
     return _with(plan, reason="system-ram as the rule wants", notes=tuple(notes))
 
 
-def _memmap_problem(device: DaxDevice, hotplug: HotplugSettings, want: bool | None) -> str | None:
-    if want is None or device.memmap_on_memory == want:
+MEMMAP_UNMET = (
+    "memmap_on_memory: true cannot be met: {why}; the rest of the rule is applied without it "
+    "(the memmap stays in RAM)"
+)
+
+
+def _memmap_unmet(device: DaxDevice, hotplug: HotplugSettings, want: bool | None) -> str | None:
+    """Why this kernel cannot place the device's memmap on the device as the rule wants, or None.
+
+    The same answer whatever the device's history (kmem-bound reading 1 or 0, device_dax-bound,
+    unbound): only the memmap part of the rule is refused, the rest is applied; the plan says it
+    in its reason (verdict refused once nothing else is left to do).
+    """
+    if not want or memmap_in_effect(device.memmap_on_memory, hotplug.memmap_on_memory):
         return None
     if device.memmap_on_memory is None:
-        return "memmap_on_memory per device needs Linux 6.8 or later (attribute absent)"
-    if want and hotplug.memmap_on_memory is False:
-        return "memmap_on_memory: the kernel was booted without memory_hotplug.memmap_on_memory=1"
-    return None
+        why = "the device has no memmap_on_memory attribute (it needs Linux 6.8 or later)"
+    elif hotplug.memmap_on_memory is False:
+        why = "the kernel was booted without memory_hotplug.memmap_on_memory=1"
+    else:
+        return None  # the attribute reads 0 and can be set: a step does it
+    return MEMMAP_UNMET.format(why=why)
 
 
 def _memmap_step(device: DaxDevice, value: bool) -> Step:

@@ -88,7 +88,10 @@ def auto_online_step(action: Action, value: str, reason: str) -> Step:
 class Verdict(StrEnum):
     IN_SYNC = "in-sync"  # matches its rule: nothing to do
     CHANGE = "change"  # steps to run
-    REFUSED = "refused"  # a rule matches but acting is unsafe or impossible; nothing is done
+    # A rule matches but acting is unsafe or impossible: nothing is done. (A part the kernel
+    # cannot do, memmap_on_memory, refuses only that part: a change plan then says it in its
+    # reason, and the plan is refused once the rest is done.)
+    REFUSED = "refused"
     UNMANAGED = "unmanaged"  # no rule matches
     IGNORED = "ignored"  # the rule says mode: ignore
 
@@ -109,7 +112,7 @@ class DevicePlan:
     rule_location: str | None = None
     desired: Desired | None = None
     steps: tuple[Step, ...] = ()
-    reason: str = ""  # why refused / in sync / unmanaged
+    reason: str = ""  # why refused / in sync / unmanaged; a change: what of the rule it cannot do
     notes: tuple[str, ...] = field(default=())
     # More steps follow once these ran (e.g. blocks that appear only after kmem binds).
     continues: bool = False

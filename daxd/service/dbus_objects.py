@@ -326,8 +326,8 @@ class DeviceInterface(StatusInterface):
     @documented(
         "applied (matches its rule), pending (a change is planned or under way), failed (the "
         "last attempt failed: LastError), drifted (changed by someone else, not restored yet), "
-        "unmanaged (no rule, or the rule says ignore), refused (acting would be unsafe: "
-        "LastError says why)."
+        "unmanaged (no rule, or the rule says ignore), refused (acting would be unsafe, or the "
+        "kernel cannot do part of the rule, whose rest is applied: LastError says why)."
     )
     @dbus_property(access=PropertyAccess.READ)
     def State(self) -> DBusStr:

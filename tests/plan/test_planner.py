@@ -211,24 +211,33 @@ def test_memmap_already_as_wanted_needs_no_step(fake_kernel: FakeKernel, tmp_pat
     assert plan.verdict is Verdict.CHANGE
 
 
-def test_memmap_is_refused_before_linux_6_8(fake_kernel_base: Path, tmp_path: Path) -> None:
+def test_memmap_before_linux_6_8_is_refused_but_not_the_rest(
+    fake_kernel_base: Path, tmp_path: Path
+) -> None:
     kernel = FakeKernel(fake_kernel_base, memmap_on_memory="Y")
     kernel.add_pmem_device(memmap_on_memory=None)  # no per-device attribute
     plan = plan_of(kernel, load(tmp_path, PMEM_RAM_MEMMAP))
-    assert_nothing_to_do(plan, Verdict.REFUSED)
-    assert "6.8" in plan.reason
-    assert "absent" in plan.reason
+    assert plan.verdict is Verdict.CHANGE  # to kmem all the same, without a memmap step
+    assert Action.SET_MEMMAP not in [s.action for s in plan.steps]
+    assert "memmap_on_memory: true cannot be met" in plan.reason
+    assert "Linux 6.8" in plan.reason
     # Without the key, the kernel's default is fine on any kernel.
-    assert plan_of(kernel, load(tmp_path, PMEM_RAM)).verdict is Verdict.CHANGE
+    without = plan_of(kernel, load(tmp_path, PMEM_RAM))
+    assert (without.verdict, without.reason) == (Verdict.CHANGE, "")
 
 
 def test_memmap_true_is_refused_when_the_kernel_booted_without_it(
     pmem_kernel: FakeKernel, tmp_path: Path
 ) -> None:
-    # pmem_kernel: memory_hotplug.memmap_on_memory reads N
+    # pmem_kernel: memory_hotplug.memmap_on_memory reads N; writing 1 would be EOPNOTSUPP
     plan = plan_of(pmem_kernel, load(tmp_path, PMEM_RAM_MEMMAP))
-    assert_nothing_to_do(plan, Verdict.REFUSED)
-    assert "memory_hotplug.memmap_on_memory=1" in plan.reason
+    assert plan.verdict is Verdict.CHANGE
+    assert Action.SET_MEMMAP not in [s.action for s in plan.steps]
+    assert plan.reason == (
+        "memmap_on_memory: true cannot be met: the kernel was booted without "
+        "memory_hotplug.memmap_on_memory=1; the rest of the rule is applied without it (the "
+        "memmap stays in RAM)"
+    )
 
 
 def test_pmem_consent_is_checked_before_memmap(fake_kernel: FakeKernel, tmp_path: Path) -> None:
