@@ -46,6 +46,47 @@ SETTINGS_FULL: list[dict[str, Any]] = [
     },
 ]
 
+# `python -m bench.vm --cxl`: CXL regions made in the guest (issue 12); the ``daemon`` method
+# re-creates pmem namespaces and does not apply.
+SETTINGS_CXL: list[dict[str, Any]] = [
+    {
+        "label": "offline",
+        "auto_online_blocks": "offline",
+        "methods": ["bare", "daxctl", "daxd-apply", "daxd-client"],
+    },
+]
+
+CXL_SCRIPT = r"""
+set -euo pipefail
+lab_wait_booted
+systemctl stop daxd.service 2>/dev/null || true
+cat > /etc/daxd/policy.yaml <<'EOF'
+version: 1
+rules: []
+EOF
+lab_cxl_wait 2
+echo offline > /sys/devices/system/memory/auto_online_blocks
+devices=()
+for w in 0 1; do
+    region=$(lab_cxl_create_region "$w" "$((0x1000 + w))")
+    dev=$(lab_cxl_region_dax "$region")
+    udevadm settle
+    # the kernel bound kmem (blocks offline): to devdax, where every round starts
+    echo "$dev" > /sys/bus/dax/drivers/kmem/unbind
+    echo "$dev" > /sys/bus/dax/drivers/device_dax/new_id
+    echo "$dev" > /sys/bus/dax/drivers/device_dax/remove_id
+    devices+=(--device "$dev=$region")
+done
+echo online > /sys/devices/system/memory/auto_online_blocks
+lab_fact daxctl_version "$(daxctl --version)"
+lab_fact kernel "$(uname -r)"
+lab_fact cmdline "$(cat /proc/cmdline)"
+lab_fact cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+lab_fact clocksource "$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
+python3 "$LAB_IN/files/vm_guest.py" --cxl --runs "$BENCH_RUNS" --settings "$BENCH_SETTINGS" \
+    "${devices[@]}" > "$LAB_OUT/bench.json"
+"""
+
 # `python -m bench.vm --client`: the command as a client of the daemon against daxctl (issue 10).
 SETTINGS_CLIENT: list[dict[str, Any]] = [
     {
@@ -136,6 +177,40 @@ def run(quick: bool, large_mib: int | None = None, client: bool = False) -> dict
     return data
 
 
+def run_cxl(quick: bool, large_mib: int | None = None) -> dict[str, Any]:
+    """Two CXL type-3 devices (512 MiB and the large size, 2 GiB by default) on two host
+    bridges, a region each; every method converts each, interleaved, in one boot."""
+    from tests.vm.lab import CxlTopology, Lab, Scenario
+
+    large = large_mib or 2 * GiB_MiB
+    runs = 1 if quick else 5
+    lab = Lab.default()
+    disk = lab.installed_disk()
+    env = f"BENCH_RUNS={runs}\nBENCH_SETTINGS='{json.dumps(SETTINGS_CXL)}'\n"
+    result = lab.run(
+        Scenario(
+            name="bench-cxl",
+            script=env + CXL_SCRIPT,
+            cxl=CxlTopology.simple(512, large),
+            base_disk=disk,
+            timeout=5400.0,
+            files={"vm_guest.py": (Path(__file__).parent / "vm_guest.py").read_text()},
+        )
+    ).check()
+    data: dict[str, Any] = {
+        "facts": dict(
+            line.split("=", 1) for line in result.file("facts.txt").splitlines() if "=" in line
+        ),
+        "conversion": result.json("bench.json"),
+        "startup": {},
+        "importtime": {"total_ms": 0.0, "top_groups_ms": {}},
+        "lab": result.timings,
+        "run_dir": str(result.run_dir),
+    }
+    report(data, title="5b. CXL conversion on a real kernel (QEMU lab, TCG)")
+    return data
+
+
 def _startup(text: str) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for line in text.splitlines():
@@ -167,10 +242,12 @@ def _median(samples: Samples, direction: str, key: str = "total") -> float:
     return statistics.median(s[direction][key] for s in samples)
 
 
-def report(data: dict[str, Any]) -> None:
+def report(
+    data: dict[str, Any], title: str = "5. Conversion on a real kernel (QEMU lab, TCG)"
+) -> None:
     conv = data["conversion"]
     facts = data["facts"]
-    common.heading("5. Conversion on a real kernel (QEMU lab, TCG)")
+    common.heading(title)
     print(
         f"guest kernel {facts.get('kernel')}, {facts.get('daxctl_version')}, memory block "
         f"{conv['block_size'] // (1 << 20)} MiB, auto_online_blocks at boot "
@@ -219,6 +296,8 @@ def report(data: dict[str, Any]) -> None:
                     for d in ("to_ram", "to_devdax")
                 }
                 print(f"bare, where the time goes (median s): {json.dumps(parts)}")
+    if not data["startup"]:
+        return
     common.heading("Start to READY in the VM (systemd: exec -> READY=1)")
     for label, values in data["startup"].items():
         print(
@@ -241,8 +320,13 @@ def _main() -> int:
     p.add_argument(
         "--client", action="store_true", help="only `daxd apply` via the daemon against daxctl"
     )
+    p.add_argument("--cxl", action="store_true", help="CXL regions instead of NVDIMMs")
     args = p.parse_args()
-    data = run(args.quick, args.large_mib, args.client)
+    data = (
+        run_cxl(args.quick, args.large_mib)
+        if args.cxl
+        else run(args.quick, args.large_mib, args.client)
+    )
     if args.json:
         args.json.write_text(json.dumps(data, indent=1) + "\n")
     return 0

@@ -18,6 +18,10 @@ methods alike:
 
 After every conversion the device is checked (driver, every block online Movable, or no block
 left); a wrong end state fails the benchmark. Prints one JSON document on stdout.
+
+With ``--cxl`` the devices are CXL regions' (bench/vm.py --cxl): device_dax does not match them
+by type, so ``bare`` binds it with ``new_id`` and takes the id back with ``remove_id`` (what daxd
+does, so that later CXL devices still bind to kmem), and kmem with ``bind``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+CXL = "--cxl" in sys.argv
 SYS = "/sys"
 DAX = f"{SYS}/bus/dax"
 MEM = f"{SYS}/devices/system/memory"
@@ -127,7 +132,8 @@ def bare_to_ram(name: str, blocks: list[int]) -> dict[str, float]:
     t0 = time.perf_counter()
     write(f"{DAX}/drivers/device_dax/unbind", name)
     t1 = time.perf_counter()
-    write(f"{DAX}/drivers/kmem/new_id", name)
+    # CXL (and hmem) devices match kmem by type: a plain bind; pmem's need an id.
+    write(f"{DAX}/drivers/kmem/{'bind' if CXL else 'new_id'}", name)
     t2 = time.perf_counter()
     t["unbind"], t["bind"] = t1 - t0, t2 - t1
     offline = online = 0.0
@@ -154,7 +160,11 @@ def bare_to_devdax(name: str, blocks: list[int]) -> dict[str, float]:
     t1 = time.perf_counter()
     write(f"{DAX}/drivers/kmem/unbind", name)
     t2 = time.perf_counter()
-    write(f"{DAX}/drivers/device_dax/bind", name)
+    if CXL:  # device_dax/bind is ENODEV for CXL devices: new_id binds, remove_id cleans up
+        write(f"{DAX}/drivers/device_dax/new_id", name)
+        write(f"{DAX}/drivers/device_dax/remove_id", name)
+    else:
+        write(f"{DAX}/drivers/device_dax/bind", name)
     t3 = time.perf_counter()
     return {"offline": t1 - t0, "unbind": t2 - t1, "bind": t3 - t2, "total": t3 - t0}
 
@@ -479,6 +489,7 @@ def main() -> int:
     p.add_argument("--device", action="append", required=True, metavar="DAX=NAMESPACE")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--settings", required=True, help="JSON list of settings")
+    p.add_argument("--cxl", action="store_true", help="the devices are CXL regions' (see CXL)")
     args = p.parse_args()
     settings = json.loads(args.settings)
     original = read(f"{MEM}/auto_online_blocks")

@@ -12,7 +12,11 @@ what is really there.  Its safety rules hold whatever the plan says:
   zone they were in, so a failure never leaves memory missing; when kmem was unbound only to be
   bound again (to change memmap_on_memory), a failure puts memmap_on_memory back (kmem may be
   unable to add the memory with the new value, e.g. ENOMEM for a memmap in RAM) and binds it
-  again first.
+  again first;
+- an id daxd writes to a driver's new_id is taken out again (remove_id) once the device is
+  bound, and when the conversion fails, so that no device appearing later binds differently
+  from how the kernel alone would bind it.  A remove_id the kernel refuses after the bind is
+  reported (a failed step, a warning) and the conversion stays.
 """
 
 from __future__ import annotations
@@ -211,6 +215,7 @@ class _Run:
         left: str | None = None  # the driver this run unbound the device from
         memmap_changed = False  # this run tried to change memmap_on_memory
         switched: str | None = None  # auto_online_blocks before this run switched it
+        ids: list[str] = []  # drivers this run wrote the device's id to (new_id), not taken out
         try:
             for step in steps:
                 if self.opts.should_stop():
@@ -223,9 +228,16 @@ class _Run:
                         original, switched = switched, None
                         self.restore_auto_online(step, original)
                     continue
+                if step.action is Action.REMOVE_ID and step.driver in ids:
+                    # after the bind: a refusal is reported, the conversion stays
+                    if self.forget_id(step):
+                        ids.remove(step.driver)
+                    continue
                 self.check_preconditions(step)
                 if step.action is Action.SET_MEMMAP:
                     memmap_changed = True
+                if step.action is Action.NEW_ID and step.driver is not None:
+                    ids.append(step.driver)  # first: the kernel keeps the id even if probe fails
                 self.write(step)
                 if step.action is Action.OFFLINE_BLOCK and step.block is not None:
                     offlined.append(step.block)
@@ -235,6 +247,8 @@ class _Run:
             if switched is not None:  # first, so that a rebind below binds as the kernel would
                 original, switched = switched, None
                 self.undo_switch(original)
+            for driver in ids:
+                self.undo_id(driver)
             if left is not None and self.still_unbound():
                 # Half-way between drivers: give the device back to the one it had, as it had
                 # it, so that /dev/daxX.Y or the memory comes back instead of an unbound device.
@@ -297,6 +311,32 @@ class _Run:
         if self.opts.runtime_dir is not None:
             autoonline.clear(self.opts.runtime_dir)
 
+    def forget_id(self, step: Step) -> bool:
+        """remove_id after the bind; False (reported, nothing undone) when the kernel refuses."""
+        try:
+            self.write(step)
+        except _StepFailed as e:
+            log.warning(
+                "%s: the id stays in %s (%s): the device stays bound, but a device of that name "
+                "appearing later binds to %s until it is taken out",
+                self.name,
+                step.driver,
+                e,
+                step.driver,
+            )
+            return False
+        return True
+
+    def undo_id(self, driver: str) -> None:
+        step = driver_step(
+            Action.REMOVE_ID,
+            driver,
+            self.name,
+            f"undo: the change failed, take the id out of {driver} again",
+        )
+        with contextlib.suppress(_StepFailed):
+            self.write(step, rollback=True)
+
     def restore_memmap(self, value: bool) -> None:
         device = read_binding(self.sysfs, self.name)
         if device is None or device.memmap_on_memory is value:
@@ -314,6 +354,7 @@ class _Run:
         )
         with contextlib.suppress(_StepFailed):
             self.write(step, rollback=True)
+        self.undo_id(driver)
 
     def restore_online(self, offlined: list[int], zones: dict[int, KernelZone | None]) -> None:
         for index in reversed(offlined):

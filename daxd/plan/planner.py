@@ -172,7 +172,21 @@ def _plan_devdax(
     # new_id, not bind: since 6.3 hmem/CXL devices match only kmem by type, and device_dax
     # takes them only by id (as daxctl does). Adding the id binds an unbound device at once.
     steps.append(driver_step(Action.NEW_ID, DRIVER_DEVDAX, device.name, "the rule wants devdax"))
+    steps.append(_forget_id(DRIVER_DEVDAX, device.name))
     return _with(plan, verdict=Verdict.CHANGE, steps=tuple(steps))
+
+
+def _forget_id(driver: str, name: str) -> Step:
+    """remove_id right after a new_id bound the device: the id stays in the driver otherwise
+    (Linux keeps it until reboot) and hands the next device of that name to the driver, where
+    the kernel alone would bind it as it does any other. The device stays bound."""
+    return driver_step(
+        Action.REMOVE_ID,
+        driver,
+        name,
+        f"bound: take the id out of {driver} again, so that a device appearing later binds "
+        "as the kernel alone would bind it",
+    )
 
 
 def _plan_system_ram(
@@ -347,9 +361,10 @@ def _kmem_bind_steps(
     when the bind fails; an ``offline`` already there is left alone.
     """
     bind = driver_step(Action.NEW_ID, DRIVER_KMEM, device.name, reason)
+    forget = _forget_id(DRIVER_KMEM, device.name)
     now = hotplug.auto_online_blocks
     if now is None or now is OnlineType.OFFLINE:
-        return [bind]
+        return [bind, forget]
     return [
         auto_online_step(
             Action.SET_AUTO_ONLINE,
@@ -359,6 +374,7 @@ def _kmem_bind_steps(
         ),
         bind,
         auto_online_step(Action.RESTORE_AUTO_ONLINE, now, "put the kernel's setting back"),
+        forget,
     ]
 
 

@@ -14,7 +14,9 @@ class Action(StrEnum):
     ONLINE_BLOCK = "online-block"
     UNBIND = "unbind"  # write the device to <driver>/unbind
     NEW_ID = "new-id"  # kmem/new_id: binds an unbound device at once
-    REMOVE_ID = "remove-id"  # kmem/remove_id: so a re-probe does not pick kmem again
+    # <driver>/remove_id: before a conversion, so a re-probe does not pick the driver left; right
+    # after a new_id bound the device, so the id does not outlive the bind (planner._forget_id)
+    REMOVE_ID = "remove-id"
     BIND = "bind"  # <driver>/bind
     SET_MEMMAP = "set-memmap-on-memory"
     # auto_online_blocks for the length of one kmem bind (see planner._kmem_bind_steps)

@@ -43,6 +43,8 @@ def assert_clean(kernel: FakeKernel) -> None:
     assert kernel.sigbus == []
     assert kernel.untimed_blocking_writes == []
     assert kernel.risky_reads == []
+    # no id written to a driver's new_id outlives the apply, rolled back or not
+    assert kernel.dynamic_ids() == {}
 
 
 def assert_all_movable(kernel: FakeKernel, count: int, name: str = "dax0.0") -> None:
@@ -354,7 +356,9 @@ def test_kmem_new_id_failure_is_reported_precisely(
         (Action.SET_AUTO_ONLINE, AUTO, False),
         (Action.NEW_ID, "bus/dax/drivers/kmem/new_id", False),
         (Action.RESTORE_AUTO_ONLINE, AUTO, True),  # the kernel's setting first
+        (Action.REMOVE_ID, "bus/dax/drivers/kmem/remove_id", True),  # kmem keeps no id
         (Action.NEW_ID, "bus/dax/drivers/device_dax/new_id", True),
+        (Action.REMOVE_ID, "bus/dax/drivers/device_dax/remove_id", True),
     ]
     assert auto_online(pmem_kernel) == "online"
     # Not left unbound half-way: device_dax has it back, /dev/dax0.0 works again.
@@ -575,13 +579,13 @@ def cxl_with_memmap(base: Path) -> FakeKernel:
 
 
 def assert_memory_back(kernel: FakeKernel, result: DeviceResult) -> None:
-    """kmem re-bound (an undo step), every block online again (in the kernel's default zone)."""
-    (undo,) = rollbacks(result)
-    assert (undo.step.action, undo.step.path, undo.ok) == (
-        Action.NEW_ID,
-        "bus/dax/drivers/kmem/new_id",
-        True,
-    )
+    """kmem re-bound (an undo step, its id taken out again), every block online again (in the
+    kernel's default zone)."""
+    assert [(r.step.action, r.step.path, r.ok) for r in rollbacks(result)] == [
+        (Action.NEW_ID, "bus/dax/drivers/kmem/new_id", True),
+        (Action.REMOVE_ID, "bus/dax/drivers/kmem/remove_id", True),
+    ]
+    assert kernel.dynamic_ids() == {}
     found = blocks(kernel)
     assert len(found) == 32
     assert {b.state for b in found} == {"online"}
@@ -632,7 +636,7 @@ def test_memmap_rollback_onlines_blocks_the_kernel_leaves_offline(
     assert result.outcome is Outcome.FAILED
     assert driver(kernel) == "kmem"
     assert_all_movable(kernel, 32)  # back in the zone they were in
-    assert len(rollbacks(result)) == 33
+    assert len(rollbacks(result)) == 34  # kmem's new_id and remove_id, 32 blocks
     assert all(r.ok for r in rollbacks(result))
 
 

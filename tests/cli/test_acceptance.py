@@ -64,6 +64,7 @@ def test_acceptance(
         "set-auto-online",  # the kernel would online them in Normal (auto_online_blocks=online)
         "new-id",
         "restore-auto-online",
+        "remove-id",  # bound: kmem keeps no id for it
     ]
     assert plan["dax1.0"]["verdict"] == "refused"
     assert plan["dax1.0"]["steps"] == []

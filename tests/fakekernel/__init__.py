@@ -3,9 +3,10 @@
 FakeKernel(base, block_size=, boot_memory=, auto_online_blocks=, online_policy=,
 memmap_on_memory=, hotremove=, movable_node=) builds base/sys and base/proc.
 Builders: add_pmem_device, add_hmem_device, add_cxl_device, add_seed_device, add_legacy_device,
-remove_device.  Knobs: configure(**HotplugConfig fields), non_root.  Faults: fail(glob, errno,
-times), block_offline_fails, block_offline_hangs, set_removable, open_device/close_device/
-exit_process.  Records: uevents (+ listener), writes, leaks, sigbus, untimed_blocking_writes.
+remove_device, recreate_device.  Knobs: configure(**HotplugConfig fields), non_root.  Faults:
+fail(glob, errno, times), block_offline_fails, block_offline_hangs, set_removable,
+open_device/close_device/exit_process.  Records: uevents (+ listener), writes, leaks, sigbus,
+untimed_blocking_writes, dynamic_ids (what is left in the drivers' new_id).
 """
 
 from tests.fakekernel.daxbus import DEVDAX, KMEM, FakeDevice, FakeRegion, Leak, Victim

@@ -138,6 +138,12 @@ class FakeKernel:
     def blocks(self) -> dict[int, FakeBlock]:
         return self.memory.blocks
 
+    def dynamic_ids(self) -> dict[str, list[str]]:
+        """The ids written to each driver's new_id and not taken out with remove_id, by driver
+        (drivers with none left out). The kernel keeps them until reboot and shows them nowhere:
+        a device of such a name, added later, binds to that driver."""
+        return {drv: list(ids) for drv, ids in self.bus.ids.items() if ids}
+
     def blocks_of(self, name: str) -> list[FakeBlock]:
         """The blocks inside a device's ranges (whole blocks only), ascending."""
         bs = self.config.block_size
@@ -261,6 +267,23 @@ class FakeKernel:
     def remove_device(self, name: str) -> None:
         """The device goes away (namespace disabled, CXL region destroyed) mid-operation."""
         self.bus.remove_device(name)
+
+    def recreate_device(self, name: str) -> FakeDevice:
+        """The device goes and comes back under the same name (ndctl disable-namespace and
+        enable-namespace; hmem.N unbound from and bound to its platform driver): device_del,
+        then a new dev_dax with the provider's defaults and the bus's autoprobe, which an id
+        left in a driver's new_id takes before the region's type does (dax_bus_match())."""
+        old = self.devices[name]
+        self.bus.remove_device(name)
+        memmap = None if old.memmap_on_memory is None else old.region.provider == "cxl"
+        d = self.bus.new_device(
+            old.region,
+            list(old.ranges),
+            dev_id=int(name.split(".")[1]),
+            memmap_on_memory=memmap,
+            mappings=old.mappings,
+        )
+        return self.bus.add_device(d, "auto")
 
     def _region_id(self, region: int | None) -> int:
         # nvdimm, hmem and cxl all take region ids from memregion_alloc(): one id space.

@@ -9,6 +9,7 @@ import pytest
 
 from daxd.kernel.scan import read_state
 from tests.fakekernel import DEVDAX, KMEM, FakeKernel
+from tests.fakekernel.daxbus import Bound
 from tests.kernel.helpers import write_error
 
 MEMMAP = "bus/dax/devices/dax0.0/memmap_on_memory"
@@ -156,6 +157,53 @@ def test_device_dax_bind_after_kmem_while_kmem_keeps_its_id(pmem_kernel: FakeKer
     pmem_kernel.sysfs.write(f"{DRV}/kmem/remove_id", "dax0.0")
     assert pmem_kernel.devices["dax0.0"].driver == DEVDAX
     assert pmem_kernel.bus.ids[KMEM] == []
+
+
+# --- CXL, as the QEMU lab showed it (../shared/cxl-lab.md) --------------------------------------
+def offline_all(kernel: FakeKernel, name: str = "dax0.0") -> None:
+    for b in kernel.blocks_of(name):
+        kernel.sysfs.write(f"devices/system/memory/memory{b.index}/state", "offline", timeout=5)
+
+
+@pytest.mark.parametrize("bound", ["auto", None])
+def test_cxl_memmap_reads_1_under_global_n_and_writing_1_is_eopnotsupp(
+    fake_kernel: FakeKernel, bound: Bound
+) -> None:
+    assert fake_kernel.sysfs.read("module/memory_hotplug/parameters/memmap_on_memory") == "N"
+    fake_kernel.add_cxl_device(size=1 << 30, bound=bound)
+    assert fake_kernel.sysfs.read(MEMMAP) == "1"
+    # it reads 1 already, yet 1 is refused: !mhp_supports_memmap_on_memory() comes first
+    assert write_error(fake_kernel.sysfs, MEMMAP, "1") == errno.EOPNOTSUPP
+    assert fake_kernel.sysfs.read(MEMMAP) == "1"
+
+
+def test_cxl_memmap_writes_with_the_global_parameter(fake_kernel_base: Path) -> None:
+    kernel = FakeKernel(fake_kernel_base, memmap_on_memory="Y")
+    kernel.add_cxl_device(size=1 << 30)
+    assert write_error(kernel.sysfs, MEMMAP, "0") == errno.EBUSY  # kmem-bound
+    kernel.sysfs.write(MEMMAP, "1")  # the value it has: fine
+    offline_all(kernel)
+    kernel.sysfs.write(f"{DRV}/kmem/unbind", "dax0.0")
+    kernel.sysfs.write(MEMMAP, "0")  # unbound
+    assert kernel.sysfs.read(MEMMAP) == "0"
+
+
+def test_cxl_to_devdax_needs_new_id_and_the_id_stays(fake_kernel: FakeKernel) -> None:
+    fake_kernel.add_cxl_device(size=1 << 30)
+    offline_all(fake_kernel)
+    fake_kernel.sysfs.write(f"{DRV}/kmem/unbind", "dax0.0")
+    # matched by type only by kmem: device_dax/bind is ENODEV until the id is added
+    assert write_error(fake_kernel.sysfs, f"{DRV}/device_dax/bind", "dax0.0") == errno.ENODEV
+    fake_kernel.sysfs.write(f"{DRV}/device_dax/new_id", "dax0.0")  # binds at once
+    assert fake_kernel.sysfs.link_name("bus/dax/devices/dax0.0/driver") == DEVDAX
+    assert fake_kernel.dynamic_ids() == {DEVDAX: ["dax0.0"]}
+    # The id outlives the device: the next device of that name goes to device_dax by itself.
+    fake_kernel.recreate_device("dax0.0")
+    assert fake_kernel.sysfs.link_name("bus/dax/devices/dax0.0/driver") == DEVDAX
+    fake_kernel.sysfs.write(f"{DRV}/device_dax/remove_id", "dax0.0")
+    fake_kernel.recreate_device("dax0.0")
+    assert fake_kernel.sysfs.link_name("bus/dax/devices/dax0.0/driver") == KMEM  # as at first
+    assert fake_kernel.sysfs.read(MEMMAP) == "1"  # a new device: cxl.c's default again
 
 
 # --- memory blocks ------------------------------------------------------------------------------

@@ -142,6 +142,8 @@ def test_pmem_with_consent_goes_to_kmem(pmem_kernel: FakeKernel, tmp_path: Path)
         (Action.SET_AUTO_ONLINE, AUTO, "offline"),
         (Action.NEW_ID, "bus/dax/drivers/kmem/new_id", "dax0.0"),
         (Action.RESTORE_AUTO_ONLINE, AUTO, "online"),
+        # bound: the id is taken out again, so that the kernel's own matching is as it was
+        (Action.REMOVE_ID, "bus/dax/drivers/kmem/remove_id", "dax0.0"),
     ]
     assert all(s.reason for s in plan.steps)
     assert "in use" in plan.steps[0].reason
@@ -184,6 +186,7 @@ def test_an_unbound_device_needs_no_unbind(fake_kernel: FakeKernel, tmp_path: Pa
         Action.SET_AUTO_ONLINE,
         Action.NEW_ID,
         Action.RESTORE_AUTO_ONLINE,
+        Action.REMOVE_ID,
     ]
 
 
@@ -199,6 +202,7 @@ def test_memmap_on_memory_is_set_before_kmem_binds(fake_kernel_base: Path, tmp_p
         (Action.SET_AUTO_ONLINE, AUTO, "offline"),
         (Action.NEW_ID, "bus/dax/drivers/kmem/new_id", "dax0.0"),
         (Action.RESTORE_AUTO_ONLINE, AUTO, "online"),
+        (Action.REMOVE_ID, "bus/dax/drivers/kmem/remove_id", "dax0.0"),
     ]
     assert plan.desired is not None
     assert plan.desired.memmap_on_memory is True
@@ -332,6 +336,7 @@ def test_memmap_change_on_kmem_rebinds(fake_kernel_base: Path, tmp_path: Path) -
         Action.SET_AUTO_ONLINE,
         Action.NEW_ID,
         Action.RESTORE_AUTO_ONLINE,
+        Action.REMOVE_ID,
     ]
     assert plan.steps[n].path == "bus/dax/drivers/kmem/unbind"
     assert plan.steps[n + 1].value == "0"
@@ -391,6 +396,7 @@ def test_kmem_to_devdax_offlines_everything_first(hmem_kernel: FakeKernel, tmp_p
         (Action.UNBIND, "bus/dax/drivers/kmem/unbind", "dax0.0"),
         (Action.REMOVE_ID, "bus/dax/drivers/kmem/remove_id", "dax0.0"),
         (Action.NEW_ID, "bus/dax/drivers/device_dax/new_id", "dax0.0"),
+        (Action.REMOVE_ID, "bus/dax/drivers/device_dax/remove_id", "dax0.0"),
     ]
 
 
@@ -412,8 +418,9 @@ def test_devdax_already_is_in_sync(pmem_kernel: FakeKernel, tmp_path: Path) -> N
 def test_unbound_to_devdax(fake_kernel: FakeKernel, tmp_path: Path) -> None:
     fake_kernel.add_hmem_device(bound=None)
     plan = plan_of(fake_kernel, load(tmp_path, DEVDAX))
-    assert [s.action for s in plan.steps] == [Action.REMOVE_ID, Action.NEW_ID]
-    assert plan.steps[-1].path == "bus/dax/drivers/device_dax/new_id"
+    assert [s.action for s in plan.steps] == [Action.REMOVE_ID, Action.NEW_ID, Action.REMOVE_ID]
+    assert plan.steps[1].path == "bus/dax/drivers/device_dax/new_id"
+    assert plan.steps[2].path == "bus/dax/drivers/device_dax/remove_id"
 
 
 def test_devdax_is_refused_when_a_block_is_not_removable(
@@ -509,6 +516,7 @@ def test_a_conversion_names_its_drivers_and_device(
         (Action.UNBIND, "kmem", "dax1.0", None),
         (Action.REMOVE_ID, "kmem", "dax1.0", None),
         (Action.NEW_ID, "device_dax", "dax1.0", None),
+        (Action.REMOVE_ID, "device_dax", "dax1.0", None),
     ]
 
 
@@ -522,6 +530,7 @@ def test_pmem_to_ram_names_its_drivers_and_device(fake_kernel_base: Path, tmp_pa
         (Action.SET_AUTO_ONLINE, None, None, None),  # kernel-wide
         (Action.NEW_ID, "kmem", "dax0.0", None),
         (Action.RESTORE_AUTO_ONLINE, None, None, None),
+        (Action.REMOVE_ID, "kmem", "dax0.0", None),
     ]
 
 

@@ -97,6 +97,7 @@ PROBE_FAULTS: tuple[str, ...] = tuple(f"probe-{e}" for e in PROBE_ERRNOS)
 FAST_TMP = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 _BLOCK_WRITE = re.compile(r"^devices/system/memory/memory([0-9]+)/(state|online)$")
 _BIND_WRITE = re.compile(r"^bus/dax/drivers/(device_dax|kmem)/(new_id|bind)$")
+_REMOVE_ID = re.compile(r"^bus/dax/drivers/(device_dax|kmem)/remove_id$")
 
 
 class Killed(BaseException):
@@ -541,6 +542,25 @@ def _injector(kernel: SweepKernel, s: Scenario, armed: _Armed) -> Before:
     return before
 
 
+def forgets_id(name: str, armed: _Armed) -> bool:
+    """Whether the fault struck the remove_id that follows a new_id of the same driver (the
+    id taken out again once the device is bound)."""
+    m = _REMOVE_ID.match(armed.path or "")
+    if m is None:
+        return False
+    earlier = baseline(name)[: armed.index]
+    return any(p == f"bus/dax/drivers/{m.group(1)}/new_id" for p, _ in earlier)
+
+
+def check_ids(kernel: FakeKernel, name: str, armed: _Armed | None) -> list[str]:
+    """No id written to a driver's new_id outlives an apply (unless the kernel refused the very
+    remove_id that takes it out: then it is reported, see forgets_id)."""
+    if armed is not None and _REMOVE_ID.match(armed.path or ""):
+        return []
+    left = {drv: ids for drv, ids in kernel.dynamic_ids().items() if name in ids}
+    return [f"ids left in the drivers: {left}"] if left else []
+
+
 def _expected_errno(kind: str) -> str | None:
     if kind == HANG:
         return "ETIMEDOUT"
@@ -573,6 +593,7 @@ def inject(name: str, index: int, fault: str) -> Record:
             problems.append("the run diverged from the baseline before the fault")
         allowed = armed.leaks_at_removal
         problems += check_clean(kernel, allowed)
+        problems += check_ids(kernel, s.device, armed)
         problems += check_honest(kernel, policy, s.device, result)
         problems += check_setting(kernel, setting, result)
         problems += _check_after_fault(
@@ -591,6 +612,7 @@ def inject(name: str, index: int, fault: str) -> Record:
                 return record
             record.retry = str(again.outcome)
             problems += [f"{label}: {p}" for p in check_clean(kernel, allowed)]
+            problems += [f"{label}: {p}" for p in check_ids(kernel, s.device, armed)]
             problems += [f"{label}: {p}" for p in check_honest(kernel, policy, s.device, again)]
             problems += [
                 f"{label}: {p}"
@@ -638,9 +660,16 @@ def _check_after_fault(
     # new_id whose probe failed once is followed by bind, which then works; a write the kernel
     # ignored is caught by read-back, or needs no undo (remove_id), or bind makes up for it.
     recovered = (armed.kind.startswith("probe-") and not armed.persistent) or armed.kind == IGNORED
+    wanted = _expected_errno(armed.kind)
+    if forgets_id(s.name, armed):
+        # The remove_id after the bind: reported (a failed step), the conversion stays.
+        if result.outcome is Outcome.FAILED:
+            problems.append(f"a refused remove_id after the bind failed the apply: {result.error}")
+        recovered = True
+        if wanted and not any(not r.ok and r.errno == wanted for r in result.results):
+            problems.append(f"the refused remove_id is not reported: no step carries {wanted}")
     if result.outcome is not Outcome.FAILED and not recovered:
         problems.append(f"the fault went unnoticed: {result.outcome}")
-    wanted = _expected_errno(armed.kind)
     if wanted and not recovered and not any(not r.ok and r.errno == wanted for r in result.results):
         problems.append(f"no failed step carries {wanted}")
     # What a persistent fault may cost: the block whose state write keeps failing, or the driver

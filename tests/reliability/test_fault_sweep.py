@@ -85,7 +85,7 @@ def test_the_sweep_is_as_large_as_documented(
     with capsys.disabled():
         print(f"\nfault sweep ({PROFILE}): {len(flat)} runs", dict(figures["fault"]))
     writes = sum(len(baseline(n)) for n in SCENARIO_NAMES)
-    assert writes == 101  # docs/reliability.md lists the scenarios and their writes
+    assert writes == 107  # docs/reliability.md lists the scenarios and their writes
     required = (len(ERRNOS) + 2) * writes  # every errno, hang and vanish at every write
     if PROFILE != "quick":
         assert sum(1 for r in flat if r.fault in (*ERRNOS, HANG, VANISH)) == required

@@ -199,8 +199,9 @@ def quiet() -> Iterator[None]:
 
 def test_the_phases_write_what_is_expected(kill_points: dict[str, int]) -> None:
     # coldplug: 8 zone moves (16) + pmem to RAM (3, auto_online_blocks off and back around the
-    # bind, 7 blocks onlined); reload: both back to devdax.
-    assert kill_points == {"coldplug": 28, "reload": 21}
+    # bind, kmem's id out again, 7 blocks onlined); reload: both back to devdax (each with
+    # device_dax's id out again).
+    assert kill_points == {"coldplug": 29, "reload": 23}
 
 
 @pytest.mark.parametrize("phase", [COLDPLUG, RELOAD], ids=lambda p: p.name)

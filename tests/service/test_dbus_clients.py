@@ -303,7 +303,8 @@ def check_plan(records: list[Props]) -> None:
     assert devices == {"dax5.0"}, devices
     actions = [r["action"][1] for r in records]
     assert "offline-block" in actions, actions
-    assert actions[-1] in ("new-id", "bind"), actions  # back to device_dax, last
+    # back to device_dax, last; then its id out of device_dax again
+    assert actions[-2:] == ["new-id", "remove-id"], actions
 
 
 def check_record(record: Props, name: str, outcome: str) -> None:
