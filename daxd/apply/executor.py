@@ -16,12 +16,16 @@ what is really there.  Its safety rules hold whatever the plan says:
 - an id daxd writes to a driver's new_id is taken out again (remove_id) once the device is
   bound, and when the conversion fails, so that no device appearing later binds differently
   from how the kernel alone would bind it.  A remove_id the kernel refuses after the bind is
-  reported (a failed step, a warning) and the conversion stays.
+  reported (a failed step, a warning) and the conversion stays;
+- a block write the kernel refuses with EINVAL because the block is already as wanted (the
+  kernel onlined it itself, someone offlined it first) counts as done; one whose block changed
+  otherwise meanwhile is planned again in the next round.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -117,6 +121,11 @@ class ApplyOptions:
 
 class _StepFailed(Exception):
     pass
+
+
+class _BlockChanged(Exception):
+    """A block write the kernel refused (EINVAL) because the block changed meanwhile: the next
+    round plans from what it is now."""
 
 
 class _Run:
@@ -384,6 +393,10 @@ class _Run:
                 continue
             try:
                 self.write(step)
+            except _BlockChanged as e:
+                log.info("%s: %s; planning again", self.name, e)
+                if step.block is not None:
+                    skip.add(step.block)
             except _StepFailed as e:
                 if self.read().device is None:
                     raise _StepFailed(f"the device disappeared ({e})") from None
@@ -433,6 +446,12 @@ class _Run:
         try:
             self.sysfs.write(step.path, step.value, timeout=timeout)
         except SysfsError as e:
+            if e.errno == errno.EINVAL and step.block is not None and not rollback:
+                # the current state again is EINVAL: maybe the kernel got there first
+                with contextlib.suppress(SysfsError):
+                    if self.already_done(step, step.block):
+                        self.record(StepResult(step, ok=True))
+                        return
             self.record(
                 StepResult(step, ok=False, error=e.message, errno=e.errno_name, rollback=rollback)
             )
@@ -457,6 +476,29 @@ class _Run:
             self.record(StepResult(step, ok=False, error=problem, rollback=rollback))
             raise _StepFailed(problem)
         self.record(StepResult(step, ok=True, rollback=rollback))
+
+    def already_done(self, step: Step, index: int) -> bool:
+        """After EINVAL: True when the block already is as the step wants; raises _BlockChanged
+        when it is no longer in the state the step was planned from (onlined or offlined
+        meanwhile); False when it is as it was (a real refusal)."""
+        if step.action not in BLOCK_ACTIONS:
+            return False
+        text = self.sysfs.read(block_path(index, "state"))
+        if text is None:
+            return False
+        state = BlockState(text)
+        if step.action is Action.OFFLINE_BLOCK:
+            if state is BlockState.OFFLINE:
+                log.info("%s: memory%d is offline already (EINVAL): done", self.name, index)
+                return True
+            return False
+        if state is not BlockState.ONLINE:
+            return False
+        if self.read_back_block(step, index) is None:
+            log.info("%s: memory%d is %s already (EINVAL): done", self.name, index, step.value)
+            return True
+        zones = " ".join(parse_zones(self.sysfs.read(block_path(index, "valid_zones"))))
+        raise _BlockChanged(f"memory{index} came online meanwhile, in {zones or 'a zone'}")
 
     def still_unbound(self) -> bool:
         device = read_binding(self.sysfs, self.name)
