@@ -504,7 +504,9 @@ def _apply_held(args: argparse.Namespace, roots: Roots, sysfs: Sysfs, policy: Po
     from daxd.apply import autoonline
     from daxd.apply.executor import ApplyOptions, apply_device
     from daxd.apply.report import apply_text, result_entry
+    from daxd.apply.settle import wait_settled
     from daxd.cli.progress import ProgressLine
+    from daxd.kernel.scan import read_device
     from daxd.kernel.sysfs import install_interrupt_handler
 
     if roots.runtime is not None and (done := autoonline.recover(sysfs, roots.runtime)):
@@ -522,11 +524,15 @@ def _apply_held(args: argparse.Namespace, roots: Roots, sysfs: Sysfs, policy: Po
         runtime_dir=roots.runtime,
         on_step=progress.step if progress.active else None,
     )
+    results = []
     try:
-        results = [
-            apply_device(sysfs, policy, name, state.hotplug, opts)
-            for name in _selected(state, args.devices)
-        ]
+        for name in _selected(state, args.devices):
+            # memory kmem is still adding is planned once the kernel is done (bounded)
+            first = read_device(sysfs, name, state.hotplug)
+            settled = wait_settled(sysfs, name, state.hotplug, first)
+            results.append(
+                apply_device(sysfs, policy, name, state.hotplug, opts, reading=settled.reading)
+            )
     finally:
         progress.clear()
     entries = [

@@ -297,6 +297,8 @@ class Daemon:
         r = self._requests
         if event.device is not None:
             r.seen[event.device] = now
+            # at once, not with the next batch: a pass waiting for the device to settle asks
+            self.reconciler.news.note(event.action, event.device)
             self.request(event.device)
         elif event.block is not None:
             r.seen[event.block] = now

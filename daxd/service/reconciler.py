@@ -9,14 +9,16 @@ the loop thread through a :class:`Sink`, and only the loop thread publishes them
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from daxd.apply.executor import ApplyOptions, DeviceResult, Outcome, StepResult, apply_device
 from daxd.apply.report import plan_entry, result_entry
+from daxd.apply.settle import SETTLE_LIMIT, SETTLE_QUIET, progress, wait_settled
 from daxd.kernel.model import BlockState, HotplugSettings
 from daxd.kernel.roots import Roots
 from daxd.kernel.scan import DeviceReading, read_device, read_state
@@ -83,6 +85,31 @@ class ReconcilerConfig:
     roots: Roots
     offline_timeout: float
     drift_grace: float
+    # How long a device whose memory the kernel is still adding is left to settle before it is
+    # planned (daxd/apply/settle.py): at most, and without any progress.
+    settle_limit: float = SETTLE_LIMIT
+    settle_quiet: float = SETTLE_QUIET
+
+
+class BindNews:
+    """The devices udev announced (``add``) whose bind it has not reported yet: kmem may still
+    be adding their memory. The loop thread notes events as they arrive; the worker asks while
+    it waits for a device to settle, so this one thing is shared, under a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._added: set[str] = set()
+
+    def note(self, action: str, name: str) -> None:
+        with self._lock:
+            if action == "add":
+                self._added.add(name)
+            elif action in ("bind", "unbind", "remove"):
+                self._added.discard(name)
+
+    def awaiting_bind(self, name: str) -> bool:
+        with self._lock:
+            return name in self._added
 
 
 def now_usec() -> int:
@@ -99,6 +126,10 @@ class Reconciler:
     last_event: dict[str | None, float] = field(default_factory=dict)
     hotplug: HotplugSettings | None = None
     passes: int = 0
+    news: BindNews = field(default_factory=BindNews)
+    # Devices planned before the kernel was done, and what they showed then: not waited for
+    # again while they show the same (memory that never arrives would cost every pass a wait).
+    given_up: dict[str, tuple[object, ...]] = field(default_factory=dict)
 
     def run_pass(self, batch: Batch) -> PassReport:
         self.passes += 1
@@ -148,11 +179,16 @@ class Reconciler:
         plans: dict[str, dict[str, Any]],
         results: dict[str, dict[str, Any]],
     ) -> bool:
-        """Look at one device and act as the rules say; False when it is gone."""
+        """Look at one device and act as the rules say; False when it is gone. Says how it
+        ended in the journal, one line (outcome_line)."""
         assert self.hotplug is not None
         policy = batch.policy
         reading = read_device(self.config.sysfs, name, self.hotplug)
+        not_done = None
+        if reading.device is not None:
+            reading, not_done = self._settle(name, reading)
         if reading.device is None:
+            log.info("%s", outcome_line(name, None, "gone"))
             return False
         for b in reading.blocks:
             self.block_owner[b.index] = name
@@ -161,6 +197,8 @@ class Reconciler:
         plan = plan_device(
             reading.device, reading.blocks, self.hotplug, policy.match(reading.device)
         )
+        if not_done:
+            plan = replace(plan, notes=(*plan.notes, not_done))
         drifted = tracked.known is not None and tracked.known != current and not requested
         if drifted and current != tracked.drift_seen:
             log.warning(
@@ -190,6 +228,7 @@ class Reconciler:
             tracked.known = current
             self._publish(name, current, plan, DeviceState.DRIFTED, message)
             plans[name] = plan_entry(reading.device, reading.blocks, plan, self.hotplug)
+            log.info("%s", outcome_line(name, plan, f"drifted: {message}"))
             return True
         if decision.action is DriftAction.WAIT:
             self.sink.look_again(name, decision.retry_in)
@@ -199,6 +238,7 @@ class Reconciler:
             )
             self._publish(name, current, plan, DeviceState.DRIFTED, message)
             plans[name] = plan_entry(reading.device, reading.blocks, plan, self.hotplug)
+            log.info("%s", outcome_line(name, plan, f"drifted: {message}"))
             return True
         if decision.action is DriftAction.REPORT and not requested:
             tracked.known = current
@@ -211,12 +251,15 @@ class Reconciler:
                 log.warning("%s: rule %r not applied: %s", name, plan.rule, error)
             self._publish(name, current, plan, state, error)
             plans[name] = plan_entry(reading.device, reading.blocks, plan, self.hotplug)
+            log.info("%s", outcome_line(name, plan, plan_words(plan)))
             return True
         # APPLY, or a request (whose answer is an apply result even when nothing is to do).
         tracked.drift_seen = None
         if plan.verdict is Verdict.CHANGE:
             self._publish(name, current, plan, DeviceState.PENDING, "")
+        began = time.monotonic()
         result = self._apply(batch, name, reading, plan)
+        log.info("%s", outcome_line(name, result.plan or plan, result_words(result, began, plan)))
         final = result.final or current
         tracked.known = final
         state, error = result_state(result)
@@ -236,6 +279,27 @@ class Reconciler:
         if result.final_device is not None:
             plans[name] = plan_entry(result.final_device, result.final_blocks, after, self.hotplug)
         return result.outcome is not Outcome.GONE
+
+    def _settle(self, name: str, reading: DeviceReading) -> tuple[DeviceReading, str | None]:
+        """The device once the kernel is done adding its memory (daxd/apply/settle.py), and,
+        when daxd gave up waiting, the note the plan gets."""
+        assert self.hotplug is not None
+        settled = wait_settled(
+            self.config.sysfs,
+            name,
+            self.hotplug,
+            reading,
+            bind_pending=lambda: self.news.awaiting_bind(name),
+            stop=self.stop,
+            skip=lambda seen: self.given_up.get(name) == seen,
+            limit=self.config.settle_limit,
+            quiet=self.config.settle_quiet,
+        )
+        if settled.left is None:
+            self.given_up.pop(name, None)
+            return settled.reading, None
+        self.given_up[name] = progress(settled.reading)
+        return settled.reading, f"planned before the kernel was done adding memory: {settled.left}"
 
     def _apply(
         self, batch: Batch, name: str, reading: DeviceReading, plan: DevicePlan
@@ -270,6 +334,7 @@ class Reconciler:
             self.sink.removed(name)
         self.block_owner = {i: n for i, n in self.block_owner.items() if n != name}
         self.last_event.pop(name, None)
+        self.given_up.pop(name, None)
 
     def _publish(
         self, name: str, current: DeviceView, plan: DevicePlan, state: DeviceState, error: str
@@ -328,6 +393,46 @@ def describe_change(before: DeviceView | None, after: DeviceView) -> str:
         if a != b:
             parts.append(f"{attr} {a!r} -> {b!r}")
     return ", ".join(parts) or "no visible change"
+
+
+def outcome_line(name: str, plan: DevicePlan | None, what: str) -> str:
+    """The journal's line for a device at the end of a pass (docs/cli.md "The journal"):
+
+        dax0.0: rule "cxl-movable" (/etc/daxd/policy.yaml:3): applied (4 steps, 1.2 s)
+
+    One line whatever the texts hold; the rule part only when a rule matches."""
+    head = f"{name}: "
+    if plan is not None and plan.rule:
+        rule = json.dumps(plan.rule, ensure_ascii=False)
+        head += f"rule {rule} ({plan.rule_location}): "
+    return " ".join((head + what).splitlines())
+
+
+def plan_words(plan: DevicePlan) -> str:
+    """What a plan with nothing to do says of the device: in sync, refused, left alone."""
+    if plan.verdict is Verdict.REFUSED:
+        return f"refused: {plan.reason}"
+    if plan.verdict is Verdict.IGNORED:
+        return "the rule says ignore, left alone"
+    if plan.verdict is Verdict.UNMANAGED:
+        return "no rule matches, left alone" if plan.rule is None else f"left alone: {plan.reason}"
+    if plan.verdict is Verdict.CHANGE:
+        return "not applied yet"
+    return "in sync"
+
+
+def result_words(result: DeviceResult, began: float, plan: DevicePlan) -> str:
+    """What an apply did: applied (N steps, T s), in sync, refused, failed, stopped, gone."""
+    n = len(result.results)
+    took = f"({n} step{'' if n == 1 else 's'}, {time.monotonic() - began:.1f} s)"
+    if result.outcome is Outcome.APPLIED:
+        return f"applied {took}"
+    if result.outcome is Outcome.GONE:
+        return "gone"
+    if result.outcome in (Outcome.FAILED, Outcome.STOPPED, Outcome.REFUSED):
+        done = f" {took}" if n else ""
+        return f"{result.outcome}{done}: {result.error or result.outcome}"
+    return plan_words(result.plan or plan)
 
 
 def plan_state(plan: DevicePlan) -> tuple[DeviceState, str]:

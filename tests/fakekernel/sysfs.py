@@ -6,6 +6,7 @@ import errno
 import os
 import re
 import stat
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from daxd.kernel.sysfs import Sysfs, SysfsError
@@ -21,6 +22,9 @@ class FakeSysfs(Sysfs):
     def __init__(self, kernel: FakeKernel) -> None:
         super().__init__(kernel.sysfs_root)
         self.kernel = kernel
+        # Called before every read, in the reading thread: the kernel's own work that is due
+        # by then happens first (hotadd.GradualKmemAdd), so no reader sees it half-done.
+        self.before_read: Callable[[], None] | None = None
 
     def _raw_write(self, rel: str, value: str, timeout: float | None) -> None:
         self.kernel.handle_write(rel, value, timeout)
@@ -31,6 +35,8 @@ class FakeSysfs(Sysfs):
         [lab] valid_zones of a block that is not online can oops Linux 6.12 (a block kmem has
         just added has no node yet): such reads are recorded in ``kernel.risky_reads``.
         """
+        if self.before_read is not None:
+            self.before_read()
         m = _VALID_ZONES.match(rel)
         if m:
             block = self.kernel.memory.blocks.get(int(m.group(1)))
