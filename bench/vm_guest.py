@@ -87,7 +87,8 @@ def block_numbers(name: str) -> list[int]:
     out: list[int] = []
     dev = f"{DAX}/devices/{name}"
     for entry in sorted(os.listdir(dev)):
-        if entry.startswith("mapping"):
+        # mappingN/ ranges; a dynamic region's device also has a write-only ``mapping`` file
+        if entry.startswith("mapping") and entry[7:].isdigit():
             start = int(read(f"{dev}/{entry}/start"), 0)
             end = int(read(f"{dev}/{entry}/end"), 0)
             out.extend(range((start + size - 1) // size, (end + 1) // size))
