@@ -248,13 +248,19 @@ class DeviceInterface(StatusInterface):
         return self.status.size
 
     @documented(
-        "The NUMA node the device is attached to (its own allocations); -1: none or not known."
+        "The NUMA node the device is attached to (its own allocations). -1: no NUMA node: the "
+        "device's numa_node reads -1 (NUMA_NO_NODE, as CXL dax devices show) or is absent "
+        "(no CONFIG_NUMA); the JSON documents have null, and records leave numa_node out."
     )
     @dbus_property(access=PropertyAccess.READ)
     def NumaNode(self) -> DBusInt32:
         return self.status.numa_node
 
-    @documented("The NUMA node the memory joins as System RAM (kmem); -1: none or not known.")
+    @documented(
+        "The NUMA node the memory joins as System RAM (kmem). -1: none (the kernel hides "
+        "target_node when it is negative); the JSON documents have null, and records leave "
+        "target_node out."
+    )
     @dbus_property(access=PropertyAccess.READ)
     def TargetNode(self) -> DBusInt32:
         return self.status.target_node

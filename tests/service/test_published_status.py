@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +99,22 @@ def test_the_view_counts_blocks_by_zone() -> None:
     got = view(device, blocks, None)
     assert (got.blocks_online, got.blocks_movable, got.blocks_normal) == (4, 1, 2)
     assert make_status(got, PLAN, DeviceState.APPLIED, "", 7).zone == "mixed"
+
+
+def test_no_numa_node_is_null_in_json_and_minus_one_on_dbus(fake_kernel_base: Path) -> None:
+    """[cxl-lab] A CXL dax device's numa_node reads -1 (NUMA_NO_NODE)."""
+    from daxd.apply.report import list_entry
+    from daxd.kernel.scan import read_state
+    from daxd.service.dbus_values import to_dbus
+    from tests.fakekernel import FakeKernel
+
+    kernel = FakeKernel(fake_kernel_base)
+    kernel.add_cxl_device(size=1 << 30, numa_node=-1)
+    assert kernel.sysfs.read("bus/dax/devices/dax0.0/numa_node") == "-1"
+    state = read_state(kernel.sysfs)
+    device = state.devices["dax0.0"]
+    entry = list_entry(device, state.blocks_of("dax0.0"), None, state.hotplug)
+    assert entry["numa_node"] is None  # JSON: null
+    assert "numa_node" not in to_dbus(entry)  # a record leaves it out
+    got = view(device, state.blocks_of("dax0.0"), state.hotplug)
+    assert make_status(got, PLAN, DeviceState.APPLIED, "", 7).numa_node == -1  # NumaNode
