@@ -383,6 +383,7 @@ class DaxBus:
                 t.attr(f"{rel}/mapping{i}/start", f"{s:#x}", 0o400)
                 t.attr(f"{rel}/mapping{i}/end", f"{e:#x}", 0o400)
                 t.attr(f"{rel}/mapping{i}/page_offset", f"{pgoff:#x}", 0o400)
+                t.attr(f"{rel}/mapping{i}/uevent", "", 0o644)  # a device of its own [lab]
                 pgoff += (e - s + 1) // 4096
         if d.driver:
             t.link(f"{rel}/driver", f"{BUS}/drivers/{d.driver}")

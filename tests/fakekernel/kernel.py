@@ -18,12 +18,13 @@ import os
 import re
 import stat
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from daxd.kernel.roots import Roots
+from tests.fakekernel.cxl import WINDOW_ALIGN, CxlBus, Memdev, Window
 from tests.fakekernel.daxbus import DRIVERS, Bound, DaxBus, FakeDevice, Leak, Victim
 from tests.fakekernel.events import EventLog, Uevent
 from tests.fakekernel.kstr import einval, kstrtobool, match_word
@@ -85,7 +86,10 @@ class FakeKernel:
         self.memory = MemorySubsystem(self.tree, self.events, self.config)
         self.procfs = FakeProcfs(Tree(self.proc_root))
         self.bus = DaxBus(self.tree, self.events, self.memory, self.procfs)
+        # The cxl bus, built when the first CXL object is added.
+        self.cxl = CxlBus(self.tree, self.events, lambda: self._next_region)
         self.memory.add_boot_blocks(boot_memory // block_size)
+        self.memory.booted = True  # nodes that come and go from now on send uevents
         self.writes: list[tuple[str, str]] = []  # every write attempted, in order
         self.non_root = False  # reads of 0400 attributes fail with EACCES, as for a user
         self.risky_reads: list[str] = []  # valid_zones of blocks not online (FakeSysfs.read)
@@ -236,26 +240,138 @@ class FakeKernel:
         start: int | None = None,
         ranges: list[tuple[int, int]] | None = None,
         region: int | None = None,
-        target_node: int = 2,
-        numa_node: int = 0,
+        target_node: int | None = None,
+        numa_node: int = -1,
         bound: Bound = "auto",
         memmap_on_memory: bool | None = True,
         mappings: bool = True,
+        serials: Sequence[int] | None = None,
+        host_bridges: Sequence[int] | None = None,
+        window: str | None = None,
+        granularity: int | None = None,
     ) -> FakeDevice:
-        """A volatile CXL region's device; cxl.c sets memmap_on_memory and auto-binds kmem."""
-        rid = self._region_id(region)
-        spans = self._spans(start, size, ranges)
-        r = cxl_region(
-            self.tree,
-            rid,
-            spans[0][0],
-            spans[-1][1],
-            target_node=target_node,
-            numa_node=numa_node,
-        )
+        """A volatile CXL region's device (``cxl create-region -m -t ram``): the region on the cxl
+        bus, then its dax device; cxl.c sets memmap_on_memory and kmem binds by itself.
+
+        ``serials``: the memdevs, in interleave position order (one per way; default: a new
+        memdev per host bridge); those not there yet are added below ``host_bridges`` (their
+        uids, in the same order; default: the window's, else a new host bridge each).
+        ``window``: the root decoder (``decoder0.N``) to make the region in; default: one over
+        the memdevs' host bridges in that order, made for it when there is none with room.
+        ``target_node``: default the window's node; ``numa_node`` -1 as observed ([lab]).
+        """
+        w = self.cxl.window(window) if window is not None else None
+        if w is not None and host_bridges is None:  # new memdevs below the window's bridges
+            ways = len(w.targets) if serials is None else len(serials)
+            host_bridges = [w.targets[k % len(w.targets)].uid for k in range(ways)]
+        memdevs = self._memdevs(serials, host_bridges)
+        align = WINDOW_ALIGN * len(memdevs)
+        if start is None and ranges is None:
+            w = w or self._free_window(memdevs, -(-size // align) * align)
+        if w is not None and start is None and ranges is None:
+            spans = [(w.start + w.used, w.start + w.used + size - 1)]
+        else:
+            spans = self._spans(start, size, ranges)
+        first, last = spans[0][0], spans[-1][1]
+        region_size = -(-(last - first + 1) // align) * align
+        self._advance(first + region_size - 1)
+        if w is None:
+            w = self.cxl.add_window(
+                tuple(md.bridge.uid for md in memdevs),
+                first,
+                region_size,
+                granularity=granularity,
+                target_node=2 + len(self.cxl.windows),
+                region_id=None,
+            )
+        offered = w.next_region
+        rid = self._region_id(offered if region is None else region)
+        assert rid not in self.bus.regions, f"region{rid} exists"
+        assert rid not in self.cxl.regions, f"region{rid} exists"
+        cxl = self.cxl.create_region(w, memdevs, first, region_size, rid)
+        if offered is not None and rid == offered:  # the window takes a new id for the next
+            self.cxl.offer(w, self._region_id(None))
+        node = w.target_node if target_node is None else target_node
+        r = cxl_region(cxl, first, first + region_size - 1, target_node=node, numa_node=numa_node)
         self.bus.add_region(r)
         d = self.bus.new_device(r, spans, memmap_on_memory=memmap_on_memory, mappings=mappings)
-        return self.bus.add_device(d, bound)
+        self.bus.add_device(d, bound)
+        self.cxl.bound_dax_region(cxl)
+        return d
+
+    def add_cxl_host_bridge(self, uid: int) -> str:
+        """A CXL host bridge (QEMU ``pxb-cxl,bus_nr=UID``) and its port; returns its name,
+        ``pci0000:BB``. Ports are numbered in the order they are added: to get the kernel's
+        numbering, add the host bridges before their memdevs, as the kernel enumerates them."""
+        return self.cxl.add_host_bridge(uid).name
+
+    def add_cxl_memdev(self, serial: int, host_bridge: int | None = None) -> str:
+        """A CXL type-3 memory device (QEMU ``cxl-type3,sn=SERIAL``) below the host bridge of
+        that uid (made when missing; default: a new one); returns its name, ``memN``, which
+        follows the order memdevs are added in."""
+        return self.cxl.add_memdev(serial, host_bridge).name
+
+    def add_cxl_window(
+        self,
+        host_bridges: Sequence[int],
+        *,
+        start: int | None = None,
+        size: int = 4 * GiB,
+        granularity: int | None = None,
+        target_node: int | None = None,
+    ) -> str:
+        """A CXL Fixed Memory Window over host bridges (uids, in target_list order); returns its
+        root decoder's name, ``decoder0.N``. Default node: 2 for the first window, then 3, ..."""
+        begin = self._place(start, 0, size)
+        node = 2 + len(self.cxl.windows) if target_node is None else target_node
+        return self.cxl.add_window(
+            tuple(host_bridges),
+            begin,
+            size,
+            granularity=granularity,
+            target_node=node,
+            region_id=self._region_id(None),
+        ).name
+
+    def destroy_cxl_region(self, region: int, *, force: bool = False) -> None:
+        """``cxl destroy-region [-f] regionR``: without force EBUSY while a dax device of it is
+        bound ([lab] "region0 active"); with it its dax devices go first (kmem unbound: memory
+        still online leaks, see ``leaks``), then the dax_region and the region."""
+        cxl = self.cxl.regions[region]
+        mine = [d for d in self.devices.values() if d.region.id == region]
+        if not force and any(d.driver is not None for d in mine):
+            raise oserror(errno.EBUSY)
+        for d in mine:
+            self.bus.remove_device(d.name)
+        del self.bus.regions[region]
+        self.cxl.destroy_region(cxl)
+
+    def _memdevs(
+        self, serials: Sequence[int] | None, host_bridges: Sequence[int] | None
+    ) -> tuple[Memdev, ...]:
+        if serials is None:
+            serials = []
+            serial = 0x1000  # [lab] QEMU sn= as in the lab: 0x1000, 0x1001, ...
+            while len(serials) < (len(host_bridges) if host_bridges else 1):
+                if serial not in self.cxl.memdevs:
+                    serials.append(serial)
+                serial += 1
+        assert host_bridges is None or len(host_bridges) == len(serials)
+        out = []
+        for k, serial in enumerate(serials):
+            md = self.cxl.memdevs.get(serial)
+            if md is None:
+                md = self.cxl.add_memdev(serial, host_bridges[k] if host_bridges else None)
+            out.append(md)
+        return tuple(out)
+
+    def _free_window(self, memdevs: tuple[Memdev, ...], size: int) -> Window | None:
+        """A window over the memdevs' host bridges, in their order, with room for ``size``."""
+        bridges = tuple(md.bridge for md in memdevs)
+        for w in self.cxl.windows:
+            if w.targets == bridges and w.used + size <= w.size:
+                return w
+        return None
 
     def add_seed_device(self, region: int) -> FakeDevice:
         """A size-0 device in a dynamic (hmem/cxl) region: what is left after destroy-device."""

@@ -4,17 +4,18 @@ pmem: [facts] devices/LNXSYSTM:00/LNXSYBUS:00/ACPI0012:00/ndbus0/region0/dax0.0/
 nd_dax device (drivers/nvdimm/dax_devs.c, pfn_devs.c attributes) has namespace/uuid/align/mode;
 drivers/dax/pmem.c names the dax device after the namespace (namespaceR.N -> daxR.N).
 hmem: drivers/dax/hmem/hmem.c, dax region on the hmem.N platform device, id N.
-cxl: drivers/dax/cxl.c, dax region on the cxl_dax_region device dax_regionN of CXL region regionN.
+cxl: drivers/dax/cxl.c, dax region on the cxl_dax_region device dax_regionN of CXL region regionN
+(devices/platform/ACPI0017:00/root0/decoder0.W/regionN/dax_regionN; the cxl bus: cxl.py).
 """
 
 from __future__ import annotations
 
+from tests.fakekernel.cxl import CxlRegion
 from tests.fakekernel.daxbus import FakeRegion
 from tests.fakekernel.tree import Tree
 
 NDBUS = "devices/LNXSYSTM:00/LNXSYBUS:00/ACPI0012:00/ndbus0"
 PLATFORM = "devices/platform"
-CXL_ROOT = f"{PLATFORM}/ACPI0017:00/root0/decoder0.0"
 PMD = 2 << 20
 
 
@@ -90,20 +91,14 @@ def hmem_region(
 
 
 def cxl_region(
-    tree: Tree, rid: int, start: int, end: int, *, target_node: int, numa_node: int
+    region: CxlRegion, start: int, end: int, *, target_node: int, numa_node: int
 ) -> FakeRegion:
-    region = f"{CXL_ROOT}/region{rid}"
-    tree.attr(f"{region}/mode", "ram", 0o644)
-    tree.attr(f"{region}/resource", f"{start:#x}")
-    tree.attr(f"{region}/size", f"{end - start + 1:#x}", 0o644)
-    tree.attr(f"{region}/devtype", "cxl_region")
-    parent = f"{region}/dax_region{rid}"
-    tree.attr(f"{parent}/devtype", "cxl_dax_region")
-    tree.link(f"{parent}/driver", "bus/cxl/drivers/cxl_dax_region")
+    """The dax region of a CXL region (tests/fakekernel/cxl.py made the region and its
+    dax_regionR, which carries it)."""
     return FakeRegion(
-        id=rid,
+        id=region.id,
         provider="cxl",
-        parent=parent,
+        parent=region.dax_region_path,
         start=start,
         end=end,
         static=False,

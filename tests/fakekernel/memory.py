@@ -70,6 +70,11 @@ class MemorySubsystem:
         self.blocks: dict[int, FakeBlock] = {}
         self.cpu_nodes = {0}
         self.records = MemoryRecords()
+        # Once booted, a node that appears (a hot-add on a node without memory) or goes
+        # (try_offline_node()) sends its add / remove uevent, SUBSYSTEM=node ([lab] CXL order:
+        # add memoryN..., add nodeN, online memoryN...).
+        self.booted = False
+        self._nodes: set[int] = set()
         self.render_globals()
 
     # --- rendering -------------------------------------------------------------------------
@@ -121,6 +126,12 @@ class MemorySubsystem:
             # try_offline_node(): a node without memory and CPUs goes away after hot-remove.
             if entry.startswith("node") and entry[4:].isdigit() and int(entry[4:]) not in online:
                 self.tree.remove(f"{NODES}/{entry}")
+        if self.booted:
+            for node in sorted(online - self._nodes):
+                self.events.emit("add", "node", f"{NODES}/node{node}")
+            for node in sorted(self._nodes - online):
+                self.events.emit("remove", "node", f"{NODES}/node{node}")
+        self._nodes = set(online)
         has_memory = {b.node for b in self.blocks.values() if b.online}
         has_normal = {b.node for b in self.blocks.values() if b.online and b.zone != "Movable"}
         self.tree.attr(f"{NODES}/possible", node_list(online | set(range(4))))

@@ -40,6 +40,7 @@ def test_kmem_bind_adds_and_onlines_blocks_before_the_bind(pmem_kernel: FakeKern
     assert summary(pmem_kernel.uevents) == [
         ("unbind", "dax", "dax0.0"),
         *memory("add", blocks),  # create_memory_block_devices() for the whole range first
+        ("add", "node", "node1"),  # the node had no memory: it comes online [lab]
         *memory("online", blocks),  # then auto-online, block by block
         ("bind", "dax", "dax0.0"),  # driver_bound() after the probe returned
     ]
@@ -58,6 +59,7 @@ def test_offline_then_kmem_unbind_removes_blocks_before_the_unbind(pmem_kernel: 
     assert summary(pmem_kernel.uevents) == [
         *memory("offline", range(33, 40)),
         *memory("remove", range(33, 40)),
+        ("remove", "node", "node1"),  # try_offline_node(): no memory and no CPU left
         ("unbind", "dax", "dax0.0"),
     ]
 
@@ -83,6 +85,7 @@ def test_listener_sees_every_event(fake_kernel: FakeKernel) -> None:
     assert summary(seen) == [
         ("add", "dax", "dax0.0"),
         *memory("add", range(32, 34)),
+        ("add", "node", "node1"),
         *memory("online", range(32, 34)),
         ("bind", "dax", "dax0.0"),
     ]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from daxd.service.daemon import Daemon, DaemonConfig
-from daxd.service.events import Event, Overflow
+from daxd.service.events import SUBSYSTEMS, Event, Overflow
 from daxd.service.notify import Notifier
 from daxd.service.status import DeviceStatus, ManagerStatus
 from tests.fakekernel import FakeKernel
@@ -37,7 +37,10 @@ class FakeUdev:
         os.write(self._w, b"x")
 
     def from_kernel(self, ev: Uevent) -> None:
-        self.push(Event(ev.action, ev.subsystem, ev.sysname))
+        """What udev's monitor passes on: only the subsystems daxd filters for (not the cxl
+        bus's or the nodes' events), as UdevSource's filter_by does."""
+        if ev.subsystem in SUBSYSTEMS:
+            self.push(Event(ev.action, ev.subsystem, ev.sysname))
 
     def fileno(self) -> int:
         return self._r
