@@ -59,6 +59,33 @@ def namespace_path(nd_dax: str, namespace: str, attr: str) -> str:
     return posixpath.join(posixpath.dirname(nd_dax), namespace, attr)
 
 
+# --- cxl (drivers/cxl/core: port.c, region.c, memdev.c) -----------------------------------------
+# A CXL RAM region's dax device (drivers/dax/cxl.c):
+#   devices/platform/ACPI0017:00/root0/decoder0.N/regionR/dax_regionR/daxR.0
+# with the root decoder decoder0.N (one per CXL window) as the region's parent. The region's
+# targetK attributes name endpoint decoders (decoderE.D), children of the endpoint port
+# endpointE, whose ``uport`` link leads to the memdev below its PCI host bridge:
+#   devices/pci0000:0c/0000:0c:00.0/0000:0d:00.0/mem1
+CXL_DEVICES = "bus/cxl/devices"
+CXL_REGION_NAME = re.compile(r"^region([0-9]+)\Z")
+CXL_DAX_REGION_NAME = re.compile(r"^dax_region([0-9]+)\Z")
+CXL_DECODER_NAME = re.compile(r"^decoder[0-9]+\.[0-9]+\Z")
+CXL_TARGET_NAME = re.compile(r"^target([0-9]+)\Z")
+CXL_MEMDEV_NAME = re.compile(r"^mem[0-9]+\Z")
+HOST_BRIDGE_NAME = re.compile(r"^pci[0-9a-f]{4}:[0-9a-f]{2}\Z")
+
+
+def cxl_device_dir(name: str) -> str:
+    """bus/cxl/devices/<name>: a link to a memdev, port, decoder or region."""
+    return f"{CXL_DEVICES}/{name}"
+
+
+def host_bridge_uid_path(bridge: str) -> str:
+    """The ACPI _UID of a PCI host bridge (``pci0000:0c``): what root decoders' target_list
+    and root0's ``dportN`` name it by."""
+    return f"devices/{bridge}/firmware_node/uid"
+
+
 # --- memory blocks and hotplug ------------------------------------------------------------------
 MEMORY = "devices/system/memory"
 BLOCK_SIZE_PATH = f"{MEMORY}/block_size_bytes"

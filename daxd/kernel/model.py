@@ -32,6 +32,45 @@ class Range:
 
 
 @dataclass(frozen=True)
+class CxlMemdev:
+    """One memory device behind a CXL region, at its place in the interleave.
+
+    ``memdev`` (``memN``) is today's name only: the kernel numbers memdevs in probe order, which
+    changes between boots; ``serial`` (the device's serial number) and the host bridge do not.
+    Anything the kernel did not show readably is None.
+    """
+
+    position: int  # K of the region's targetK attribute
+    memdev: str | None  # "mem1"
+    serial: int | None  # memN/serial, e.g. 0x1000
+    host_bridge: str | None  # "pci0000:0c": the PCI root the memdev sits below
+    host_bridge_uid: int | None  # its ACPI _UID, as root decoders' target_list name it (12)
+
+
+@dataclass(frozen=True)
+class CxlIdentity:
+    """What says which CXL memory a dax device is, beyond names that change between boots.
+
+    ``region`` (``regionR``) names the region now; its id is handed out again after a destroy,
+    as are dax device and memdev names. The window is the root decoder the region was made in
+    (``decoder0.N``, one per CXL Fixed Memory Window of the platform) and its start address.
+    """
+
+    region: str  # "region0"
+    uuid: str | None  # the region's uuid; None when empty (RAM regions have none)
+    mode: str | None  # "ram", "pmem"
+    interleave_ways: int | None
+    interleave_granularity: int | None  # bytes
+    window: str  # the root decoder, "decoder0.0"
+    window_start: int | None  # its start address (0400: root only)
+    memdevs: tuple[CxlMemdev, ...]  # in interleave position order
+
+    @property
+    def serials(self) -> tuple[int, ...]:
+        return tuple(m.serial for m in self.memdevs if m.serial is not None)
+
+
+@dataclass(frozen=True)
 class DaxDevice:
     name: str  # "dax0.0"
     region_id: int
@@ -47,6 +86,7 @@ class DaxDevice:
     devpath: str  # real path below the sysfs root, e.g. "devices/.../region0/dax0.0/dax0.0"
     namespace: str | None = None  # "namespace0.0" for pmem
     uuid: str | None = None  # namespace uuid where the kernel exposes it
+    cxl: CxlIdentity | None = None  # CXL devices only: region, window, memdevs
 
     @property
     def is_seed(self) -> bool:

@@ -4,7 +4,8 @@ Reads only; never raises for what the kernel shows (odd contents and unreadable 
 Diagnostics).  Attributes per device as drivers/dax/bus.c (Linux 6.12) exposes them: ``size``,
 ``align``, ``target_node`` (absent when < 0), ``numa_node`` (absent without CONFIG_NUMA),
 ``resource`` and ``mappingN/{start,end}`` (0400), ``memmap_on_memory`` (Linux >= 6.8), the
-``driver`` link, and the parent's ``dax_region/id``.
+``driver`` link, and the parent's ``dax_region/id``; for CXL devices their identity on the cxl
+bus (daxd/kernel/cxl.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from daxd.kernel.blocks import (
     read_hotplug,
     reread_block,
 )
+from daxd.kernel.cxl import read_cxl_identity
 from daxd.kernel.layout import (
     DAX_CLASS,
     DAX_DEVICES,
@@ -223,6 +225,8 @@ def _read_device(reader: AttrReader, rel: str, name: str, *, legacy: bool) -> Da
         devpath=devpath,
         namespace=namespace,
         uuid=uuid,
+        # Only CXL devices: a few more reads on the cxl bus (region, its targets, memdevs).
+        cxl=read_cxl_identity(reader, devpath) if provider is Provider.CXL else None,
     )
 
 
