@@ -19,6 +19,7 @@ from daxd.policy import yamlload
 from daxd.policy.document import RULE_KEYS, SELECTOR_KEYS, TOP_KEYS, PolicyDocument
 from daxd.policy.errors import Diagnostic, PolicyError
 from daxd.policy.model import Policy, Rule
+from daxd.policy.selectors import SELECTOR_HINTS
 from daxd.policy.source import Source
 from daxd.policy.trust import distrust
 from daxd.policy.values import FieldProblem, describe, did_you_mean, quote
@@ -221,5 +222,6 @@ def _unknown_key(loc: yamlload.Loc) -> str:
         where, known = "in 'match'", SELECTOR_KEYS
         if key in RULE_KEYS:
             hint = f"; {key!r} belongs to the rule, next to 'match:', not under it"
+        hint = hint or SELECTOR_HINTS.get(key.lower().replace("-", "_"), "")
     hint = hint or did_you_mean(key, known) or f" (known keys: {', '.join(known)})"
     return f"unknown key {quote(key)} {where}{hint}"

@@ -218,7 +218,7 @@ def test_single_problems(tmp_path: Path, text: str, first_line: str) -> None:
             "expected an address such as 0x1012000000, '>= 0x100000000' or "
             "'0x100000000..0x1ffffffff', got '0xfoo'",
         ),
-        ("uuid: 1234", "expected a namespace uuid such as 9d2e0b1c-..., got 1234"),
+        ("uuid: 1234", "expected a namespace or CXL region uuid such as 9d2e0b1c-..., got 1234"),
         ("device: /dev/dax0.0", "write device names without /dev/, e.g. 'dax0.0'"),
         ("device: 0", "expected a name or pattern such as 'dax1.*', got 0"),
         ("provider: []", "empty list; remove 'provider' to match any device"),
