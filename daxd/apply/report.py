@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from daxd.kernel.model import DaxDevice, HotplugSettings, MemoryBlock
-from daxd.kernel.view import DeviceView, view
+from daxd.kernel.view import DeviceView, cxl_record, view
 
 if TYPE_CHECKING:
     from daxd.apply.executor import DeviceResult, StepResult
@@ -47,6 +47,7 @@ def device_json(d: DaxDevice, v: DeviceView) -> dict[str, Any]:
         "ranges": [{"start": f"0x{r.start:x}", "end": f"0x{r.end:x}"} for r in d.ranges],
         "namespace": d.namespace,
         "uuid": d.uuid,
+        "cxl": cxl_record(d.cxl),
         **view_json(v),
     }
 

@@ -31,8 +31,24 @@ def table(rows: list[list[str]]) -> str:
     )
 
 
+def cxl_text(cxl: Mapping[str, Any]) -> str:
+    """A CXL identity (the JSON documents' ``cxl`` object, or Device.Cxl) in one line:
+    ``region0 decoder0.0 x1 serial 0x1000@hb12``: the region, its window, the interleave ways,
+    then each memdev's serial and host bridge uid in interleave order (``?``: not shown)."""
+    ways = cxl.get("interleave_ways")
+    memdevs = []
+    for m in cxl.get("memdevs") or []:
+        serial = m.get("serial")
+        uid = m.get("host_bridge_uid")
+        bridge = f"hb{uid}" if uid is not None else m.get("host_bridge") or "?"
+        memdevs.append(f"{'?' if serial is None else hex(serial)}@{bridge}")
+    parts = [str(cxl.get("region")), str(cxl.get("window")), f"x{'?' if ways is None else ways}"]
+    return " ".join([*parts, "serial", ",".join(memdevs) or "?"])
+
+
 def list_text(entries: Sequence[Mapping[str, Any]]) -> str:
-    """`daxd list`: one row per entry of a "list" document, or "no DAX devices"."""
+    """`daxd list`: one row per entry of a "list" document, or "no DAX devices"; a CXL device's
+    identity (cxl_text) on a line of its own below its row."""
     if not entries:
         return "no DAX devices"
     rows = [list(LIST_HEADER)]
@@ -53,4 +69,10 @@ def list_text(entries: Sequence[Mapping[str, Any]]) -> str:
                 e.get("rule") or "-",
             ]
         )
-    return table(rows)
+    lines = table(rows).split("\n")
+    out = lines[:1]
+    for e, line in zip(entries, lines[1:], strict=True):
+        out.append(line)
+        if e.get("cxl"):
+            out.append(f"  cxl: {cxl_text(e['cxl'])}")
+    return "\n".join(out)

@@ -6,12 +6,12 @@ import asyncio
 import json
 from typing import Any
 
-from daxd.cli.render import human_size, table
+from daxd.cli.render import cxl_text, human_size, table
 
 DEVICE_FIELDS = (
     "Name", "Provider", "Size", "NumaNode", "TargetNode", "Driver", "Mode", "Zone",
     "MemmapOnMemory", "BlocksOnline", "BlocksTotal", "BlocksMovable", "BlocksNormal", "Rule",
-    "DesiredMode", "State", "LastError", "LastChange",
+    "DesiredMode", "State", "LastError", "LastChange", "Cxl",
 )  # fmt: skip
 
 
@@ -107,6 +107,9 @@ def status_text(manager: dict[str, Any], devices: list[dict[str, Any]]) -> str:
                 ]
             )
         lines.append(table(rows))
+        for d in devices:
+            if d.get("Cxl"):
+                lines.append(f"{d.get('Name')}: cxl: {cxl_text(d['Cxl'])}")
         for d in devices:
             if d.get("LastError"):
                 lines.append(f"{d.get('Name')}: {d.get('LastError')}")

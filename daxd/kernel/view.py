@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from daxd.kernel.model import (
     DRIVER_DEVDAX,
     DRIVER_KMEM,
+    CxlIdentity,
     DaxDevice,
     HotplugSettings,
     KernelZone,
@@ -65,6 +67,7 @@ class DeviceView:
     blocks_movable: int = 0  # online blocks in ZONE_MOVABLE
     blocks_normal: int = 0  # online blocks in a kernel zone (KERNEL_ZONES)
     memmap_on_memory_attribute: bool | None = None  # the device's attribute as it reads
+    cxl: CxlIdentity | None = None  # CXL devices: region, window, memdevs (cxl_record)
 
 
 def view(
@@ -87,4 +90,31 @@ def view(
         blocks_movable=sum(1 for b in blocks if b.zone is KernelZone.MOVABLE),
         blocks_normal=sum(1 for b in blocks if b.zone in KERNEL_ZONES),
         memmap_on_memory_attribute=device.memmap_on_memory,
+        cxl=device.cxl,
     )
+
+
+def cxl_record(cxl: CxlIdentity | None) -> dict[str, Any] | None:
+    """The ``cxl`` object of the JSON documents (and, key for key, Device.Cxl on D-Bus); None
+    for a device that is not a CXL region's. Addresses are hex strings, as ``resource``."""
+    if cxl is None:
+        return None
+    return {
+        "region": cxl.region,
+        "uuid": cxl.uuid,
+        "mode": cxl.mode,
+        "interleave_ways": cxl.interleave_ways,
+        "interleave_granularity": cxl.interleave_granularity,
+        "window": cxl.window,
+        "window_start": None if cxl.window_start is None else f"0x{cxl.window_start:x}",
+        "memdevs": [
+            {
+                "position": m.position,
+                "memdev": m.memdev,
+                "serial": m.serial,
+                "host_bridge": m.host_bridge,
+                "host_bridge_uid": m.host_bridge_uid,
+            }
+            for m in cxl.memdevs
+        ],
+    }

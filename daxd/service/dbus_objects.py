@@ -22,6 +22,7 @@ from dbus_fast import DBusError, ErrorType, PropertyAccess, Variant
 from dbus_fast import introspection as intr
 from dbus_fast.service import ServiceInterface, dbus_property, method, signal
 
+from daxd.kernel.view import cxl_record
 from daxd.service.bus_names import (
     DEVICE_INTERFACE,
     ERROR_FAILED,
@@ -318,6 +319,20 @@ class DeviceInterface(StatusInterface):
     @dbus_property(access=PropertyAccess.READ)
     def BlocksNormal(self) -> DBusUInt32:
         return self.status.blocks_normal
+
+    @documented(
+        "A CXL region's device: what identifies it beyond names the kernel hands out again "
+        "(memN, regionN, daxN.M): region (s, regionN now), uuid (s; RAM regions have none), "
+        "mode (s: ram, pmem), interleave_ways (u), interleave_granularity (u, bytes), window "
+        "(s: the root decoder, decoder0.N), window_start (s, hex address), memdevs (aa{sv}, in "
+        "interleave position order: position u, memdev s (memN now), serial t, host_bridge s "
+        "(pci0000:0c), host_bridge_uid u (as in target_list)); the cxl object of `daxd list "
+        "--json`, key for key. A key the kernel did not show is left out. Empty for other "
+        "devices."
+    )
+    @dbus_property(access=PropertyAccess.READ)
+    def Cxl(self) -> DBusRecord:
+        return to_dbus(cxl_record(self.status.cxl) or {})
 
     @documented("The name of the policy rule that matches the device; empty: none.")
     @dbus_property(access=PropertyAccess.READ)

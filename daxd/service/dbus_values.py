@@ -8,8 +8,9 @@ guess:
   another type);
 - an object becomes ``a{sv}``; a list of objects ``aa{sv}``; a list of strings ``as``;
 - ``True``/``False`` are ``b``; strings ``s``; floats ``d``;
-- integers are typed by key, from one table: sizes ``t``, counts, blocks and the region ``u``,
-  NUMA nodes ``i``, any other integer ``x``.
+- integers are typed by key, from one table: sizes and serial numbers ``t``; counts, blocks, the
+  region and a CXL region's interleave, positions and host bridge uids ``u``; NUMA nodes ``i``;
+  any other integer ``x``.
 
 :func:`from_dbus` undoes it for the command's client: variants unwrapped, and every key the
 JSON entry has (:data:`APPLY_ENTRY`) back in its place, ``None`` where it was left out, so that
@@ -29,11 +30,16 @@ from dbus_fast import Variant
 from daxd.kernel.model import HotplugSettings, OnlineType
 
 # Integer keys and their D-Bus type; any other integer is "x".
-UINT64_KEYS = frozenset({"size", "block_size", "block-size"})
-UINT32_KEYS = frozenset({"region", "block", "online", "total"})
+UINT64_KEYS = frozenset({"size", "block_size", "block-size", "serial"})
+UINT32_KEYS = frozenset(
+    {
+        "region", "block", "online", "total",
+        "interleave_ways", "interleave_granularity", "position", "host_bridge_uid",
+    }
+)  # fmt: skip
 INT32_KEYS = frozenset({"numa_node", "target_node"})
 # Lists that hold objects even when empty ("aa{sv}"); any other empty list is "as".
-RECORD_LISTS = frozenset({"steps", "ranges"})
+RECORD_LISTS = frozenset({"steps", "ranges", "memdevs"})
 
 _RANGES = {
     "t": (0, 2**64 - 1),
@@ -116,6 +122,14 @@ class Shape:
 BLOCKS = Shape(("online", "total"))
 RANGE = Shape(("start", "end"))
 DESIRED = Shape(("mode", "zone", "memmap_on_memory", "online"))
+MEMDEV = Shape(("position", "memdev", "serial", "host_bridge", "host_bridge_uid"))
+CXL = Shape(
+    (
+        "region", "uuid", "mode", "interleave_ways", "interleave_granularity", "window",
+        "window_start", "memdevs",
+    ),
+    {"memdevs": MEMDEV},
+)  # fmt: skip
 STEP = Shape(("action", "path", "value", "block", "driver", "reason"))
 RESULT_STEP = Shape((*STEP.keys, "ok", "error", "errno", "rollback"))
 VIEW = Shape(
@@ -128,11 +142,12 @@ PLAN = Shape(
 )
 _DEVICE_KEYS = (
     "name", "region", "provider", "size", "numa_node", "target_node", "resource", "ranges",
-    "namespace", "uuid", *VIEW.keys, "rule",
+    "namespace", "uuid", "cxl", *VIEW.keys, "rule",
 )  # fmt: skip
 _APPLY_KEYS = ("outcome", "error", "plan", "steps", "final")
 _APPLY_NESTED = {
     "ranges": RANGE,
+    "cxl": CXL,
     "blocks": BLOCKS,
     "plan": PLAN,
     "steps": RESULT_STEP,

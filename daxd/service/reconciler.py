@@ -482,6 +482,7 @@ def make_status(
         last_change=changed_at,
         blocks_movable=v.blocks_movable,
         blocks_normal=v.blocks_normal,
+        cxl=v.cxl,
     )
 
 

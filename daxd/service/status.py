@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from daxd.kernel.model import HotplugSettings
+from daxd.kernel.model import CxlIdentity, HotplugSettings
 
 
 class DeviceState(StrEnum):
@@ -39,6 +39,7 @@ class DeviceStatus:
     last_change: int  # CLOCK_REALTIME microseconds of the last state change, 0 when never
     blocks_movable: int = 0  # online blocks in ZONE_MOVABLE
     blocks_normal: int = 0  # online blocks in a kernel zone (Normal, DMA32, ...)
+    cxl: CxlIdentity | None = None  # a CXL region's device: what identifies it (Device.Cxl)
 
 
 @dataclass(frozen=True)

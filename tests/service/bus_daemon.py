@@ -51,6 +51,7 @@ DEVICE_TYPES = {
     "State": "s",
     "LastError": "s",
     "LastChange": "t",
+    "Cxl": "a{sv}",
 }
 MANAGER_TYPES = {
     "Version": "s",

@@ -673,7 +673,9 @@ class DbusSend(Client):
                 if "?" in value[0]:
                     assert same_type(types[name], value[0]), (name, value)
                     assert value[1] == [], (name, value)
-                    props[name] = [types[name], value[1]]
+                    # an empty dictionary (Cxl of a device that is not CXL) is an empty array too
+                    empty: dict[str, Any] | list[Any] = {} if types[name][1:2] == "{" else []
+                    props[name] = [types[name], empty]
         # Plan takes a{sv}: the nearest dbus-send can send (a{ss}) is refused.
         plan = await self.call(
             rig, MANAGER_PATH, MANAGER_INTERFACE, "Plan", [("a{sv}", {})], nobody=nobody
