@@ -78,6 +78,8 @@ for w in 0 1; do
     devices+=(--device "$dev=$region")
 done
 echo online > /sys/devices/system/memory/auto_online_blocks
+# udev started daxd for the new devices; the methods that act alone need it stopped
+systemctl stop daxd.service
 lab_fact daxctl_version "$(daxctl --version)"
 lab_fact kernel "$(uname -r)"
 lab_fact cmdline "$(cat /proc/cmdline)"
