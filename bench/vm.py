@@ -21,9 +21,12 @@ import json
 import re
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import common
+
+if TYPE_CHECKING:
+    from tests.vm.lab import ScenarioResult
 
 GiB_MiB = 1024
 SETTINGS_FULL: list[dict[str, Any]] = [
@@ -165,16 +168,9 @@ def run(quick: bool, large_mib: int | None = None, client: bool = False) -> dict
             files={"vm_guest.py": (Path(__file__).parent / "vm_guest.py").read_text()},
         )
     ).check()
-    data: dict[str, Any] = {
-        "facts": dict(
-            line.split("=", 1) for line in result.file("facts.txt").splitlines() if "=" in line
-        ),
-        "conversion": result.json("bench.json"),
-        "startup": _startup(result.file("startup.txt")),
-        "importtime": _importtime(result.file("importtime.txt")),
-        "lab": result.timings,
-        "run_dir": str(result.run_dir),
-    }
+    data = _collect(result)
+    data["startup"] = _startup(result.file("startup.txt"))
+    data["importtime"] = _importtime(result.file("importtime.txt"))
     report(data)
     return data
 
@@ -199,7 +195,14 @@ def run_cxl(quick: bool, large_mib: int | None = None) -> dict[str, Any]:
             files={"vm_guest.py": (Path(__file__).parent / "vm_guest.py").read_text()},
         )
     ).check()
-    data: dict[str, Any] = {
+    data = _collect(result)
+    report(data, title="5b. CXL conversion on a real kernel (QEMU lab, TCG)")
+    return data
+
+
+def _collect(result: ScenarioResult) -> dict[str, Any]:
+    """What every lab benchmark run returns: facts, the guest's bench.json, timings."""
+    return {
         "facts": dict(
             line.split("=", 1) for line in result.file("facts.txt").splitlines() if "=" in line
         ),
@@ -209,8 +212,6 @@ def run_cxl(quick: bool, large_mib: int | None = None) -> dict[str, Any]:
         "lab": result.timings,
         "run_dir": str(result.run_dir),
     }
-    report(data, title="5b. CXL conversion on a real kernel (QEMU lab, TCG)")
-    return data
 
 
 def _startup(text: str) -> dict[str, list[float]]:

@@ -19,8 +19,6 @@ standard library is imported, so Debian's python3 runs it before the venv exists
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -29,9 +27,11 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.vm import image as image_mod  # standard library only, as this module
 
 SUITE = "trixie"
 PACKAGES = ("qemu-system-x86", "qemu-utils")
@@ -113,17 +113,6 @@ def cached_root(base: Path | None = None) -> Path | None:
     return root if (root / "usr/bin/qemu-system-x86_64").is_file() else None
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_qemu(base: Path | None = None, *, log: Log = _stderr_log) -> Qemu:
     """The lab's QEMU: ``$DAXD_LAB_QEMU``, else trixie's (unpacked first if not cached)."""
     override = os.environ.get("DAXD_LAB_QEMU")
@@ -131,7 +120,7 @@ def ensure_qemu(base: Path | None = None, *, log: Log = _stderr_log) -> Qemu:
         return Qemu(argv=(override,))
     base = base or _lab_dir()
     folder = base / "qemu" / recipe_hash()
-    with _locked(base / "qemu" / f".lock-{recipe_hash()}"):
+    with image_mod._locked(base / "qemu" / f".lock-{recipe_hash()}"):
         root = cached_root(base)
         if root is None:
             _unpack(folder, log=log)
