@@ -142,6 +142,7 @@ DEVICE_PROPS = {
     "State",
     "LastError",
     "LastChange",
+    "Cxl",
 }
 
 
@@ -241,6 +242,7 @@ def test_managed_objects_match_sysfs(run: ScenarioResult) -> None:
         assert props["State"] == "applied"
         assert props["LastError"] == ""
         assert props["LastChange"] > 0
+        assert props["Cxl"] == {}  # pmem: no CXL identity
     first, second = by_name["dax0.0"], by_name["dax1.0"]
     assert (first["Mode"], first["Zone"], first["Rule"], first["DesiredMode"]) == (
         "devdax",
