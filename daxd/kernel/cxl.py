@@ -57,15 +57,15 @@ def read_cxl_identity(reader: AttrReader, devpath: str) -> CxlIdentity | None:
         return None
     if dax_match.group(1) != region_match.group(1):
         reader.note(dax_region, f"{posixpath.basename(dax_region)} is not the one of {region}")
-    ways = _unsigned(reader, f"{region_dir}/interleave_ways", MAX_WAYS + 1)
+    ways = read_unsigned(reader, f"{region_dir}/interleave_ways", MAX_WAYS + 1)
     return CxlIdentity(
         region=region,
         uuid=_uuid(reader, f"{region_dir}/uuid"),
         mode=reader.text(f"{region_dir}/mode"),
         interleave_ways=ways,
-        interleave_granularity=_unsigned(reader, f"{region_dir}/interleave_granularity", U32),
+        interleave_granularity=read_unsigned(reader, f"{region_dir}/interleave_granularity", U32),
         window=window,
-        window_start=_unsigned(reader, f"{window_dir}/start", 1 << 64, base=16),
+        window_start=read_unsigned(reader, f"{window_dir}/start", 1 << 64, base=16),
         memdevs=_memdevs(reader, region_dir, ways),
     )
 
@@ -111,11 +111,11 @@ def _memdev(
     if bridge is None:
         reader.note(memdev_dir, "memdev below no PCI host bridge (pciDDDD:BB)")
     elif bridge not in uids:
-        uids[bridge] = _unsigned(reader, host_bridge_uid_path(bridge), U32, required=False)
+        uids[bridge] = read_unsigned(reader, host_bridge_uid_path(bridge), U32, required=False)
     return CxlMemdev(
         position=position,
         memdev=memdev,
-        serial=_unsigned(reader, f"{memdev_dir}/serial", 1 << 64, base=16),
+        serial=read_unsigned(reader, f"{memdev_dir}/serial", 1 << 64, base=16),
         host_bridge=bridge,
         host_bridge_uid=uids.get(bridge) if bridge is not None else None,
     )
@@ -130,7 +130,7 @@ def _inside(reader: AttrReader, rel: str) -> str | None:
     return real
 
 
-def _unsigned(
+def read_unsigned(
     reader: AttrReader, rel: str, limit: int, *, base: int = 10, required: bool = True
 ) -> int | None:
     value = reader.integer(rel, base=base, required=required)
