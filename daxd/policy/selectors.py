@@ -125,11 +125,11 @@ def _number(raw: object, what: str, example: str) -> int:
         ) from None
 
 
-def _serial(raw: object) -> int:
+def parse_serial(raw: object) -> int:
     return _number(raw, "a serial number", "0x1000 or 4096")
 
 
-def _host_bridge(raw: object) -> int | str:
+def parse_host_bridge(raw: object) -> int | str:
     """A uid (12, or 0xc as cxl list prints it) or a name (pci0000:0c)."""
     if isinstance(raw, str) and _HOST_BRIDGE.fullmatch(raw.strip()):
         return raw.strip().lower()
@@ -137,7 +137,7 @@ def _host_bridge(raw: object) -> int | str:
     return _number(raw, "a host bridge", example)
 
 
-def _window(raw: object) -> str | Interval:
+def parse_window(raw: object) -> str | Interval:
     """A root decoder's name or pattern (decoder0.1, "decoder0.*"), or its start address."""
     if isinstance(raw, str) and raw.strip().startswith(_WINDOW_NAME):
         pattern = raw.strip()
@@ -175,9 +175,9 @@ _Provider = Annotated[Term[Provider], _item(Term[Provider], _provider)]
 _Uuid = Annotated[Term[str], _item(Term[str], _uuid)]
 _Size = Annotated[Term[Interval], _item(Term[Interval], _size)]
 _Address = Annotated[Term[Interval], _item(Term[Interval], _address)]
-_Serial = Annotated[Term[int], _item(Term[int], _serial)]
-_HostBridge = Annotated[Term[int | str], _item(Term[int | str], _host_bridge)]
-_Window = Annotated[Term[str | Interval], _item(Term[str | Interval], _window)]
+_Serial = Annotated[Term[int], _item(Term[int], parse_serial)]
+_HostBridge = Annotated[Term[int | str], _item(Term[int | str], parse_host_bridge)]
+_Window = Annotated[Term[str | Interval], _item(Term[str | Interval], parse_window)]
 _Ways = Annotated[Term[int], _item(Term[int], _ways)]
 
 

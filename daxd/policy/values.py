@@ -12,6 +12,7 @@ E = TypeVar("E", bound=StrEnum)
 
 _YAML11_BOOLS = {"yes", "no", "on", "off", "y", "n"}
 _DECIMAL = re.compile(r"[0-9]{1,30}")
+NAME_LIMIT = 80
 
 
 class FieldProblem(ValueError):
@@ -88,6 +89,20 @@ def parse_bool(value: object, key: str) -> bool:
     elif isinstance(value, str) and value.lower() in ("true", "false"):
         message += " (write it without quotes)"
     raise FieldProblem(message)
+
+
+def parse_name(value: object) -> str:
+    """A rule's or a region's ``name``: one line of printable text (a number reads as text)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise FieldProblem(f"'name' must be a text, got {describe(value)}")
+    name = value.strip()
+    if not name or not name.isprintable():
+        raise FieldProblem(f"'name' must be one line of printable text, got {describe(value)}")
+    if len(name) > NAME_LIMIT:
+        raise FieldProblem(f"'name' is longer than {NAME_LIMIT} characters")
+    return name
 
 
 def parse_count(value: object, what: str, example: str = "") -> int:
