@@ -306,7 +306,8 @@ def _check(args: argparse.Namespace) -> int:
     path: Path = args.file or _policy_path(args)
     policy = _load(args, path)
     files = ", ".join(policy.sources) or str(path)
-    print(f"{files}: valid, {len(policy.rules)} rule(s)")
+    regions = f", {len(policy.regions)} region(s)" if policy.regions else ""
+    print(f"{files}: valid, {len(policy.rules)} rule(s){regions}")
     return exitcodes.OK
 
 

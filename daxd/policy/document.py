@@ -7,11 +7,11 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from daxd.policy.model import Actions, Mode
+from daxd.policy.regions import MemdevRef, RegionEntry
 from daxd.policy.selectors import Selector
-from daxd.policy.values import FieldProblem, describe, parse_count, quote
+from daxd.policy.values import FieldProblem, parse_count, parse_name, quote
 
 SUPPORTED_VERSION = 1
-_NAME_LIMIT = 80
 _AUTO_NAME = re.compile(r"rule [0-9]+")  # what load.py calls unnamed rules
 
 
@@ -39,15 +39,7 @@ class RuleSpec(Actions):
     @field_validator("name", mode="before")
     @classmethod
     def _name(cls, value: object) -> str:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        if not isinstance(value, str):
-            raise FieldProblem(f"'name' must be a text, got {describe(value)}")
-        name = value.strip()
-        if not name or not name.isprintable():
-            raise FieldProblem(f"'name' must be one line of printable text, got {describe(value)}")
-        if len(name) > _NAME_LIMIT:
-            raise FieldProblem(f"'name' is longer than {_NAME_LIMIT} characters")
+        name = parse_name(value)
         if _AUTO_NAME.fullmatch(name):
             raise FieldProblem(f"{quote(name)} is how unnamed rules are called; pick another name")
         return name
@@ -71,11 +63,12 @@ class RuleSpec(Actions):
 
 
 class PolicyDocument(BaseModel):
-    """A whole file: ``version`` (optional, must be 1) and ``rules``."""
+    """A whole file: ``version`` (optional, must be 1), ``regions`` and ``rules``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     version: int = SUPPORTED_VERSION
+    regions: tuple[RegionEntry, ...] = ()
     rules: tuple[RuleSpec, ...] = ()
 
     @field_validator("version", mode="before")
@@ -89,9 +82,9 @@ class PolicyDocument(BaseModel):
             )
         return version
 
-    @field_validator("rules", mode="before")
+    @field_validator("regions", "rules", mode="before")
     @classmethod
-    def _rules(cls, value: object) -> object:
+    def _lists(cls, value: object) -> object:
         return () if value is None else value  # `rules:` with every example commented out
 
 
@@ -104,3 +97,5 @@ TOP_KEYS = keys_of(PolicyDocument)
 # name and match first, the order a rule is written in
 RULE_KEYS = tuple(sorted(keys_of(RuleSpec), key=lambda k: k not in ("name", "match")))
 SELECTOR_KEYS = keys_of(Selector)
+REGION_KEYS = keys_of(RegionEntry)
+MEMDEV_KEYS = keys_of(MemdevRef)

@@ -16,9 +16,17 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from daxd.policy import yamlload
-from daxd.policy.document import RULE_KEYS, SELECTOR_KEYS, TOP_KEYS, PolicyDocument
+from daxd.policy.document import (
+    MEMDEV_KEYS,
+    REGION_KEYS,
+    RULE_KEYS,
+    SELECTOR_KEYS,
+    TOP_KEYS,
+    PolicyDocument,
+)
 from daxd.policy.errors import Diagnostic, PolicyError
 from daxd.policy.model import Policy, Rule
+from daxd.policy.regions import MEMDEV_HINTS, REGION_HINTS, RegionLedger
 from daxd.policy.selectors import SELECTOR_HINTS
 from daxd.policy.source import Source
 from daxd.policy.trust import distrust
@@ -52,6 +60,7 @@ def _load(path: Path, dropin_dir: Path | None, strict: bool) -> tuple[Policy, li
     files, diagnostics = _files(path, dropin_dir)
     rules: list[Rule] = []
     named: dict[str, str] = {}  # rule name -> where it is first used
+    regions = RegionLedger()
     for file in files:
         problems: list[Diagnostic] = []
         reason = distrust(file, path.parent) if strict else None
@@ -61,6 +70,11 @@ def _load(path: Path, dropin_dir: Path | None, strict: bool) -> tuple[Policy, li
         loaded = _load_file(file, problems)
         if loaded is not None:
             source, doc, document = loaded
+            for index, entry in enumerate(document.regions):
+                location = f"{source.name}:{doc.value_pos(('regions', index))[0]}"
+                for loc, message in regions.add(entry, location):
+                    pos = doc.value_pos(("regions", index, *loc))
+                    problems.append(source.diagnostic(*pos, message))
             for index, spec in enumerate(document.rules):
                 location = f"{source.name}:{doc.value_pos(('rules', index))[0]}"
                 name = spec.name or f"rule {len(rules) + 1}"
@@ -81,7 +95,8 @@ def _load(path: Path, dropin_dir: Path | None, strict: bool) -> tuple[Policy, li
                 )
                 rules.append(rule)
         diagnostics += _in_order(str(file), problems)
-    return Policy(tuple(rules), tuple(str(f) for f in files)), diagnostics
+    policy = Policy(tuple(rules), tuple(str(f) for f in files), tuple(regions.regions))
+    return policy, diagnostics
 
 
 def _load_file(
@@ -185,14 +200,26 @@ def _explain(loc: yamlload.Loc, error: ErrorDetails) -> tuple[bool, str]:
     if kind == "extra_forbidden":
         return True, _unknown_key(loc)
     if kind == "missing":
-        return False, f"this rule has no {loc[-1]!r}; add mode: devdax, system-ram or ignore"
+        return False, _missing(loc)
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return False, _not_a_mapping(loc, value)
     if kind in ("tuple_type", "list_type"):
-        return False, f"'rules' is a list of rules, each starting with '- '; got {describe(value)}"
+        what = "regions" if loc[:1] == ("regions",) else "rules"
+        return (
+            False,
+            f"{what!r} is a list of {what}, each starting with '- '; got {describe(value)}",
+        )
     if isinstance(cause, ValueError):
         return False, str(cause)
     return False, error["msg"]
+
+
+def _missing(loc: yamlload.Loc) -> str:
+    if loc[:1] == ("regions",) and loc[-1] == "name":
+        return "this region has no 'name'; give it one, unique among the regions"
+    if loc[:1] == ("regions",):
+        return "this region has no 'memdevs'; list its memdevs by serial number: memdevs: [0x1000]"
+    return f"this rule has no {loc[-1]!r}; add mode: devdax, system-ram or ignore"
 
 
 def _not_a_mapping(loc: yamlload.Loc, value: object) -> str:
@@ -200,6 +227,10 @@ def _not_a_mapping(loc: yamlload.Loc, value: object) -> str:
     if loc == ():
         hint = "; put 'rules:' above the list" if isinstance(value, list) else ""
         return f"a policy is a mapping with 'version:' and 'rules:', got {got}{hint}"
+    if loc[0] == "regions":
+        if value is None:
+            return "empty region; a region needs at least 'name:' and 'memdevs:'"
+        return f"a region is a mapping with keys such as 'name:' and 'memdevs:', got {got}"
     if len(loc) == 2:
         if value is None:
             return "empty rule; a rule needs at least 'mode:'"
@@ -212,8 +243,18 @@ def _unknown_key(loc: yamlload.Loc) -> str:
     hint = "; YAML merge keys are not supported" if key == "<<" else ""
     if parent == ():
         where, known = "at the top level", TOP_KEYS
-        if key in RULE_KEYS or key in SELECTOR_KEYS:
-            hint = "; rules go in a list under 'rules:'"
+        # A near miss of a top-level key comes first: `region:` is 'regions', not the selector.
+        if not hint and not did_you_mean(key, TOP_KEYS):
+            if key in RULE_KEYS or key in SELECTOR_KEYS:
+                hint = "; rules go in a list under 'rules:'"
+            elif key in REGION_KEYS:
+                hint = "; regions go in a list under 'regions:'"
+    elif parent[:1] == ("regions",) and len(parent) == 2:
+        where, known = "in a region", REGION_KEYS
+        hint = hint or REGION_HINTS.get(key.lower().replace("-", "_"), "")
+    elif parent[:1] == ("regions",):
+        where, known = "in a memdev", MEMDEV_KEYS
+        hint = hint or MEMDEV_HINTS.get(key.lower().replace("-", "_"), "")
     elif len(parent) == 2:
         where, known = "in a rule", RULE_KEYS
         if key in SELECTOR_KEYS:

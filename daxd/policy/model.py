@@ -1,4 +1,5 @@
-"""What a loaded policy is: rules (selector + action) in order, first match wins."""
+"""What a loaded policy is: rules (selector + action) in order, first match wins; and the CXL
+regions daxd creates (daxd.policy.regions)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from daxd.kernel.model import DaxDevice
+from daxd.policy.regions import CxlRegionSpec
 from daxd.policy.selectors import Selector
 from daxd.policy.values import parse_bool, parse_choice
 
@@ -86,6 +88,7 @@ class Rule(Actions):
 class Policy:
     rules: tuple[Rule, ...]
     sources: tuple[str, ...] = ()  # files loaded, in load order
+    regions: tuple[CxlRegionSpec, ...] = ()  # in load order; names are unique
 
     def match(self, device: DaxDevice) -> Rule | None:
         """The first rule that matches; None leaves the device alone."""

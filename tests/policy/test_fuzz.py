@@ -15,6 +15,14 @@ from daxd.policy.model import Policy
 
 VALID = """\
 version: 1
+regions:
+  - name: pair
+    memdevs: [0x1000, {serial: 4097}, {host_bridge: pci0000:34}, {host_bridge: 12}]
+    interleave_ways: 4
+    granularity: 4K
+    size: 4G
+    window: "decoder0.*"
+  - {name: gone, memdevs: [0x1002], type: ram, state: absent}
 rules:
   - name: cxl
     match:
@@ -100,4 +108,6 @@ def test_random_bytes(path: Path, data: bytes) -> None:
 
 
 def test_the_unmutated_policy_is_valid(path: Path) -> None:
-    assert isinstance(load_or_explain(path, VALID.encode()), Policy)
+    policy = load_or_explain(path, VALID.encode())
+    assert isinstance(policy, Policy)
+    assert [r.name for r in policy.regions] == ["pair", "gone"]
