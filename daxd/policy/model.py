@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
-from daxd.kernel.model import DaxDevice
+from daxd.kernel.model import DRIVER_KMEM, DaxDevice
 from daxd.policy.regions import CxlRegionSpec
 from daxd.policy.selectors import Selector
 from daxd.policy.values import parse_bool, parse_choice
@@ -91,8 +91,28 @@ class Policy:
     regions: tuple[CxlRegionSpec, ...] = ()  # in load order; names are unique
 
     def match(self, device: DaxDevice) -> Rule | None:
-        """The first rule that matches; None leaves the device alone."""
+        """The first rule that matches; None leaves the device alone.
+
+        A device of a region the policy removes (``state: absent``) gets no rule of the file but
+        :func:`release_rule`: its memory goes offline so the region can be torn down.
+        """
+        if device.cxl is not None:
+            for spec in self.regions:
+                if spec.state == "absent" and spec.covers(device.cxl):
+                    return release_rule(spec, device)
         for rule in self.rules:
             if rule.matches(device):
                 return rule
         return None
+
+
+def release_rule(spec: CxlRegionSpec, device: DaxDevice) -> Rule:
+    """kmem memory offline (unbinding kmem is the teardown's, once nothing is online); a
+    /dev/daxR.N stays one: converting it would gain nothing and could hit a program using it."""
+    mode = Mode.SYSTEM_RAM if device.driver == DRIVER_KMEM else Mode.DEVDAX
+    return Rule(
+        name=f"region {spec.name} (state: absent)",
+        location=spec.location,
+        mode=mode,
+        online=mode is not Mode.SYSTEM_RAM,
+    )

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from daxd.kernel.model import CxlIdentity, CxlMemdev
 from daxd.policy.selectors import parse_host_bridge, parse_serial, parse_window
 from daxd.policy.units import Interval, parse_quantity
 from daxd.policy.values import FieldProblem, describe, did_you_mean, parse_count, parse_name, quote
@@ -250,6 +251,27 @@ class CxlRegionSpec(BaseModel):
     type: str = "ram"
     window: Window | None = None  # None: daxd picks the root decoder
     state: State = "present"
+
+    def covers(self, cxl: CxlIdentity) -> bool:
+        """Whether the kernel region a dax device belongs to is this one: the same memdevs,
+        each matched once (by serial, or by the host bridge it is below)."""
+        if len(cxl.memdevs) != len(self.memdevs):
+            return False
+        left = list(cxl.memdevs)
+        for ref in self.memdevs:
+            hit = next((m for m in left if _is(ref, m)), None)
+            if hit is None:
+                return False
+            left.remove(hit)
+        return True
+
+
+def _is(ref: MemdevRef, md: CxlMemdev) -> bool:
+    if ref.serial is not None:
+        return md.serial == ref.serial
+    if isinstance(ref.host_bridge, str):
+        return md.host_bridge == ref.host_bridge
+    return md.host_bridge_uid == ref.host_bridge
 
 
 Problem = tuple[tuple[str | int, ...], str]  # where in the region's item, and what is wrong
