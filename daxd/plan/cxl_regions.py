@@ -159,14 +159,20 @@ def _order(window: Window, memdevs: Sequence[Memdev]) -> list[Memdev] | None:
 
 
 def _window_free(topo: CxlTopology, window: Window) -> int:
-    """Bytes of the window above its highest region (regions are placed from its start)."""
+    """The window's largest free extent: the kernel puts a region in the lowest gap that fits
+    (alloc_free_mem_region()); a larger one gets ERANGE."""
     if window.start is None or window.size is None:
         return 0
-    top = window.start
-    for r in topo.regions_in(window.name):
-        if r.start is not None and r.size is not None:
-            top = max(top, r.start + r.size)
-    return max(0, window.start + window.size - top)
+    taken = sorted(
+        (r.start, r.start + r.size)
+        for r in topo.regions_in(window.name)
+        if r.start is not None and r.size is not None and r.start < window.start + window.size
+    )
+    largest, at = 0, window.start
+    for begin, end in taken:
+        largest = max(largest, begin - at)
+        at = max(at, end)
+    return max(largest, window.start + window.size - at)
 
 
 def _why_not(window: Window, memdevs: Sequence[Memdev], topo: CxlTopology) -> str:
@@ -388,8 +394,10 @@ def _plan_create(
         ),
         _set(window.name, name, "interleave_granularity", str(granularity)),
         _set(window.name, name, "interleave_ways", str(ways)),
+        # the window's address space first: targets attach only to a sized region (ENXIO)
+        _set(window.name, name, "size", f"{size:#x}"),
     ]
-    for md in ordered:
+    for k, md in enumerate(ordered):  # as cxl create-region: each memdev's DPA, then its place
         decoder = md.free_decoder
         assert decoder is not None
         steps.append(
@@ -410,10 +418,6 @@ def _plan_create(
                 expect=f"{per_way:#x}",
             )
         )
-    steps.append(_set(window.name, name, "size", f"{size:#x}", expect=f"{size:#x}"))
-    for k, md in enumerate(ordered):
-        decoder = md.free_decoder
-        assert decoder is not None
         steps.append(
             _set(window.name, name, f"target{k}", decoder.name, why=f"position {k}: {md.label()}")
         )
@@ -455,6 +459,12 @@ def _set(
     )
 
 
+def _free(decoder: str, reason: str) -> RegionStep:
+    return RegionStep(
+        RegionAction.FREE_DPA, decoder_path(decoder, "dpa_size"), "0", reason, expect="0"
+    )
+
+
 # --- teardown -----------------------------------------------------------------------------------
 def _plan_absent(
     base: RegionPlan,
@@ -492,8 +502,8 @@ def _plan_absent(
 
 
 def teardown_steps(topo: CxlTopology, region: Region) -> tuple[RegionStep, ...]:
-    """``cxl destroy-region`` without --force: unbind, reset the commit, clear the targets,
-    free each endpoint decoder's DPA, delete."""
+    """``cxl destroy-region`` without --force: unbind, reset the commit, per position detach
+    the endpoint decoder and free its DPA, delete."""
     w, name = region.window, region.name
     steps: list[RegionStep] = []
     if region.bound:
@@ -504,28 +514,27 @@ def teardown_steps(topo: CxlTopology, region: Region) -> tuple[RegionStep, ...]:
         steps.append(
             RegionStep(RegionAction.RESET, region_path(w, name, "commit"), "0", "reset", "0")
         )
+    # per position, as cxl destroy-region: detach the decoder, then free its DPA
+    attached: set[str] = set()
     for k, decoder in enumerate(region.targets):
-        if decoder:
-            steps.append(
-                RegionStep(
-                    RegionAction.CLEAR_TARGET,
-                    region_path(w, name, f"target{k}"),
-                    "\n",
-                    f"detach {decoder}",
-                    expect="",
-                )
+        if not decoder:
+            continue
+        attached.add(decoder)
+        steps.append(
+            RegionStep(
+                RegionAction.CLEAR_TARGET,
+                region_path(w, name, f"target{k}"),
+                "\n",
+                f"detach {decoder}",
+                expect="",
             )
-    for md in topo.memdevs:
+        )
+        md = topo.memdev_of_decoder(decoder)
+        label = md.label() if md is not None else decoder
+        steps.append(_free(decoder, f"{label}: free {decoder}"))
+    for md in topo.memdevs:  # DPA held for the region by a decoder not (yet) at a position
         for d in md.decoders:
-            if d.region == name and d.dpa_size:
-                steps.append(
-                    RegionStep(
-                        RegionAction.FREE_DPA,
-                        decoder_path(d.name, "dpa_size"),
-                        "0",
-                        f"{md.label()}: free {d.name}",
-                        expect=f"{0:#018x}",
-                    )
-                )
+            if d.region == name and d.dpa_size and d.name not in attached:
+                steps.append(_free(d.name, f"{md.label()}: free {d.name}"))
     steps.append(RegionStep(RegionAction.DELETE, decoder_path(w, "delete_region"), name, "delete"))
     return tuple(steps)
