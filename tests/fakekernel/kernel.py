@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from daxd.kernel.roots import Roots
-from tests.fakekernel.cxl import WINDOW_ALIGN, CxlBus, Memdev, Window
+from tests.fakekernel.cxl import REGION, ROOT, WINDOW_ALIGN, CxlBus, CxlRegion, Memdev, Window
 from tests.fakekernel.daxbus import DRIVERS, Bound, DaxBus, FakeDevice, Leak, Victim
 from tests.fakekernel.events import EventLog, Uevent
 from tests.fakekernel.kstr import einval, kstrtobool, match_word
@@ -49,6 +49,15 @@ PMEM_HEAD = 0x1200000  # [facts] the devdax namespace starts 18 MiB into the NVD
 PMEM_SIZE = 1054867456  # [facts] 1006 MiB: 7 whole 128 MiB blocks, memory33..memory39
 _DRIVER_ATTR = re.compile(r"^bus/dax/drivers/([a-z_]+)/(bind|unbind|new_id|remove_id)$")
 _BLOCK_ATTR = re.compile(rf"^{MEMORY}/memory([0-9]+)/(state|online)$")
+_CXL_DRIVER_ATTR = re.compile(r"^bus/cxl/drivers/([a-z_]+)/(bind|unbind)$")
+_CXL_WINDOW_ATTR = re.compile(rf"^{ROOT}/(decoder0\.[0-9]+)/(create_ram_region|delete_region)$")
+_CXL_REGION_ATTR = re.compile(
+    rf"^{ROOT}/decoder0\.[0-9]+/(region[0-9]+)/"
+    r"(commit|interleave_granularity|interleave_ways|size|target([0-9]+))$"
+)
+_CXL_DECODER_ATTR = re.compile(
+    rf"^{ROOT}/port[0-9]+/endpoint[0-9]+/(decoder[0-9]+\.[0-9]+)/(mode|dpa_size)$"
+)
 
 
 @dataclass
@@ -87,7 +96,8 @@ class FakeKernel:
         self.procfs = FakeProcfs(Tree(self.proc_root))
         self.bus = DaxBus(self.tree, self.events, self.memory, self.procfs)
         # The cxl bus, built when the first CXL object is added.
-        self.cxl = CxlBus(self.tree, self.events, lambda: self._next_region)
+        self.cxl = CxlBus(self.tree, self.events, lambda: self._next_region, self._region_id)
+        self.cxl.release_driver = self._cxl_unbind  # the dax side goes first
         self.memory.add_boot_blocks(boot_memory // block_size)
         self.memory.booted = True  # nodes that come and go from now on send uevents
         self.writes: list[tuple[str, str]] = []  # every write attempted, in order
@@ -250,8 +260,9 @@ class FakeKernel:
         window: str | None = None,
         granularity: int | None = None,
     ) -> FakeDevice:
-        """A volatile CXL region's device (``cxl create-region -m -t ram``): the region on the cxl
-        bus, then its dax device; cxl.c sets memmap_on_memory and kmem binds by itself.
+        """A volatile CXL region's device (``cxl create-region -m -t ram``): the region made by
+        the writes ndctl makes (as :meth:`handle_write` answers them), bound, then its dax
+        device; cxl.c sets memmap_on_memory and kmem binds by itself.
 
         ``serials``: the memdevs, in interleave position order (one per way; default: a new
         memdev per host bridge); those not there yet are added below ``host_bridges`` (their
@@ -259,6 +270,8 @@ class FakeKernel:
         ``window``: the root decoder (``decoder0.N``) to make the region in; default: one over
         the memdevs' host bridges in that order, made for it when there is none with room.
         ``target_node``: default the window's node; ``numa_node`` -1 as observed ([lab]).
+        A write the kernel refuses raises its OSError, the half-made region deleted first, as
+        ndctl's create_region() does (one region per host bridge [lab]: EBUSY).
         """
         w = self.cxl.window(window) if window is not None else None
         if w is not None and host_bridges is None:  # new memdevs below the window's bridges
@@ -269,7 +282,9 @@ class FakeKernel:
         if start is None and ranges is None:
             w = w or self._free_window(memdevs, -(-size // align) * align)
         if w is not None and start is None and ranges is None:
-            spans = [(w.start + w.used, w.start + w.used + size - 1)]
+            at = self.cxl.free_gap(w, -(-size // align) * align)
+            assert at is not None, f"no room for {size:#x} in {w.name}"
+            spans = [(at, at + size - 1)]
         else:
             spans = self._spans(start, size, ranges)
         first, last = spans[0][0], spans[-1][1]
@@ -284,20 +299,89 @@ class FakeKernel:
                 target_node=2 + len(self.cxl.windows),
                 region_id=None,
             )
+        for k, md in enumerate(memdevs):
+            want = w.targets[k % len(w.targets)]
+            if md.bridge is not want:  # [lab] "failed to set target0 to mem0"
+                raise AssertionError(
+                    f"{md.name} at position {k} is below {md.bridge.name}, the window's "
+                    f"target_list has {want.name} there"
+                )
+        assert len(set(map(id, memdevs))) == len(memdevs), "a memdev twice in one region"
         offered = w.next_region
         rid = self._region_id(offered if region is None else region)
         assert rid not in self.bus.regions, f"region{rid} exists"
-        assert rid not in self.cxl.regions, f"region{rid} exists"
-        cxl = self.cxl.create_region(w, memdevs, first, region_size, rid)
+        cxl = self.cxl.new_region(w, rid)
         if offered is not None and rid == offered:  # the window takes a new id for the next
             self.cxl.offer(w, self._region_id(None))
-        node = w.target_node if target_node is None else target_node
-        r = cxl_region(cxl, first, first + region_size - 1, target_node=node, numa_node=numa_node)
+        try:
+            self._cxl_configure(cxl, memdevs, first, region_size)
+        except OSError:
+            self.cxl.delete_region(w, cxl.name)
+            raise
+        return self._cxl_bind(
+            cxl,
+            spans=spans,
+            target_node=target_node,
+            numa_node=numa_node,
+            memmap_on_memory=memmap_on_memory,
+            mappings=mappings,
+            bound=bound,
+        )
+
+    def _cxl_configure(
+        self, cxl: CxlRegion, memdevs: tuple[Memdev, ...], start: int, size: int
+    ) -> None:
+        """ndctl's create_region() writes, from interleave_granularity to commit (the builder
+        places the region at ``start`` rather than in the window's lowest gap)."""
+        c = self.cxl
+        c.set_granularity(cxl, str(cxl.window.granularity))  # ndctl: the root's by default
+        c.set_ways(cxl, str(len(memdevs)))
+        c.alloc_hpa(cxl, size, start)
+        for k, md in enumerate(memdevs):
+            d = next((d for d in md.decoders if d.hpa is None), None)  # size 0: not in a region
+            if d is None:
+                raise oserror(errno.ENXIO)  # cxl_memdev_find_decoder(): no free decoder
+            if d.mode != "ram":
+                c.set_dpa_size(d, "0x0")
+                c.set_mode(d, "ram")
+            c.set_dpa_size(d, f"{size // len(memdevs):#x}")
+            c.set_target(cxl, k, d.name)
+        c.set_commit(cxl, "1")
+
+    def _cxl_bind(
+        self,
+        cxl: CxlRegion,
+        *,
+        spans: list[tuple[int, int]] | None = None,
+        target_node: int | None = None,
+        numa_node: int = -1,
+        memmap_on_memory: bool | None = True,
+        mappings: bool = True,
+        bound: Bound = "auto",
+    ) -> FakeDevice:
+        """The cxl_region driver binds: dax_regionR, then drivers/dax/cxl.c's dax region with
+        daxR.0 over the whole region (``spans``: the builder's choice), which the bus probes
+        (kmem by itself: IORESOURCE_DAX_KMEM), then the dax_region's bind uevent ([lab] order)."""
+        self.cxl.probe(cxl)
+        assert cxl.start is not None
+        end = cxl.start + cxl.size - 1
+        node = cxl.window.target_node if target_node is None else target_node
+        r = cxl_region(cxl, cxl.start, end, target_node=node, numa_node=numa_node)
         self.bus.add_region(r)
-        d = self.bus.new_device(r, spans, memmap_on_memory=memmap_on_memory, mappings=mappings)
+        d = self.bus.new_device(
+            r, spans or [(cxl.start, end)], memmap_on_memory=memmap_on_memory, mappings=mappings
+        )
         self.bus.add_device(d, bound)
         self.cxl.bound_dax_region(cxl)
         return d
+
+    def _cxl_unbind(self, cxl: CxlRegion) -> None:
+        """The cxl_region driver lets go (unbind, commit 0, a target detached, delete_region):
+        its dax devices go first (kmem's remove: online memory leaks, see ``leaks``)."""
+        r = self.bus.regions.pop(cxl.id, None)
+        for d in [d for d in self.devices.values() if d.region is r]:
+            self.bus.remove_device(d.name)
+        self.cxl.unbound(cxl)
 
     def add_cxl_host_bridge(self, uid: int) -> str:
         """A CXL host bridge (QEMU ``pxb-cxl,bus_nr=UID``) and its port; returns its name,
@@ -305,11 +389,14 @@ class FakeKernel:
         numbering, add the host bridges before their memdevs, as the kernel enumerates them."""
         return self.cxl.add_host_bridge(uid).name
 
-    def add_cxl_memdev(self, serial: int, host_bridge: int | None = None) -> str:
+    def add_cxl_memdev(
+        self, serial: int, host_bridge: int | None = None, *, ram_size: int | None = None
+    ) -> str:
         """A CXL type-3 memory device (QEMU ``cxl-type3,sn=SERIAL``) below the host bridge of
         that uid (made when missing; default: a new one); returns its name, ``memN``, which
-        follows the order memdevs are added in."""
-        return self.cxl.add_memdev(serial, host_bridge).name
+        follows the order memdevs are added in. ``ram_size``: its volatile capacity
+        (``memN/ram/size``, the limit of dpa_size); None: no such file and no limit."""
+        return self.cxl.add_memdev(serial, host_bridge, ram_size).name
 
     def add_cxl_window(
         self,
@@ -334,17 +421,23 @@ class FakeKernel:
         ).name
 
     def destroy_cxl_region(self, region: int, *, force: bool = False) -> None:
-        """``cxl destroy-region [-f] regionR``: without force EBUSY while a dax device of it is
-        bound ([lab] "region0 active"); with it its dax devices go first (kmem unbound: memory
-        still online leaks, see ``leaks``), then the dax_region and the region."""
+        """``cxl destroy-region [-f] regionR``: without force EBUSY while the region is enabled
+        ([lab] "region0 active. Disable it or use --force"); with it the cxl_region driver is
+        unbound first (its dax devices go; this builder does not offline memory: kmem unbound
+        over online memory leaks, see ``leaks``). Then ndctl's writes: commit 0, each target
+        cleared and its decoder's dpa_size 0, delete_region."""
         cxl = self.cxl.regions[region]
-        mine = [d for d in self.devices.values() if d.region.id == region]
-        if not force and any(d.driver is not None for d in mine):
+        if cxl.bound and not force:
             raise oserror(errno.EBUSY)
-        for d in mine:
-            self.bus.remove_device(d.name)
-        del self.bus.regions[region]
-        self.cxl.destroy_region(cxl)
+        if cxl.bound:
+            self._cxl_unbind(cxl)
+        c = self.cxl
+        c.set_commit(cxl, "0")
+        for pos in sorted(cxl.targets):
+            d = cxl.targets[pos]
+            c.set_target(cxl, pos, "\0")  # ndctl writes "" and its NUL
+            c.set_dpa_size(d, "0x0")
+        c.delete_region(cxl.window, cxl.name)
 
     def _memdevs(
         self, serials: Sequence[int] | None, host_bridges: Sequence[int] | None
@@ -369,7 +462,7 @@ class FakeKernel:
         """A window over the memdevs' host bridges, in their order, with room for ``size``."""
         bridges = tuple(md.bridge for md in memdevs)
         for w in self.cxl.windows:
-            if w.targets == bridges and w.used + size <= w.size:
+            if w.targets == bridges and self.cxl.free_gap(w, size) is not None:
                 return w
         return None
 
@@ -498,6 +591,8 @@ class FakeKernel:
             if resolved == f"{d.devpath}/memmap_on_memory":
                 self.bus.set_memmap(d, value)
                 return
+        if self._cxl_write(resolved, value):
+            return
         if resolved == f"{MEMORY}/auto_online_blocks":
             self.configure(auto_online_blocks=match_word(value, ONLINE_TYPES))
         elif resolved == f"{PARAMS}/online_policy":
@@ -511,6 +606,56 @@ class FakeKernel:
                 raise einval() from None
         else:
             raise NotImplementedError(f"the fake kernel does not model writes to {resolved}")
+
+    def _cxl_write(self, resolved: str, value: str) -> bool:
+        """The writes that make and tear down CXL regions (cxl.py); False: not one of them."""
+        c = self.cxl
+        if m := _CXL_DRIVER_ATTR.match(resolved):
+            drv, attr = m.groups()
+            name, kind = c.find(drv, value)  # ENODEV: no such device, or not this driver's
+            r = c.region(name) if kind == REGION else None
+            if attr == "bind":
+                if r is None:
+                    raise oserror(errno.EBUSY)  # the fake's other cxl devices are all bound
+                self._cxl_bind(r)
+            elif r is None:
+                raise NotImplementedError(f"the fake kernel does not model unbinding {name}")
+            elif not r.bound:
+                raise oserror(errno.ENODEV)  # unbind_store(): not bound to this driver
+            else:
+                self._cxl_unbind(r)
+            return True
+        if m := _CXL_WINDOW_ATTR.match(resolved):
+            w = c.window(m.group(1))
+            if m.group(2) == "create_ram_region":
+                c.create_ram_region(w, value)
+            else:
+                c.delete_region(w, value)
+            return True
+        if m := _CXL_REGION_ATTR.match(resolved):
+            r = c.region(m.group(1))
+            assert r is not None
+            attr = m.group(2)
+            if attr == "commit":
+                c.set_commit(r, value)
+            elif attr == "interleave_granularity":
+                c.set_granularity(r, value)
+            elif attr == "interleave_ways":
+                c.set_ways(r, value)
+            elif attr == "size":
+                c.set_size(r, value)
+            else:
+                c.set_target(r, int(m.group(3)), value)
+            return True
+        if m := _CXL_DECODER_ATTR.match(resolved):
+            d = c.endpoint_decoder(m.group(1))
+            assert d is not None
+            if m.group(2) == "mode":
+                c.set_mode(d, value)
+            else:
+                c.set_dpa_size(d, value)
+            return True
+        return False
 
     def _block_write(self, index: int, attr: str, value: str, timeout: float | None) -> None:
         if attr == "state":
