@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from daxd.kernel.model import DRIVER_DEVDAX, KernelState
+
 _DEVNAME = re.compile(r"^dax[0-9]+\.[0-9]+\Z")
 _DELETED = " (deleted)"
 
@@ -105,3 +107,15 @@ def _comm(base: str) -> str:
             return f.read().strip() or "?"
     except OSError:
         return "?"
+
+
+def cxl_device_users(proc_root: Path, state: KernelState) -> dict[str, str]:
+    """Who has each device_dax-bound CXL device open or mapped, in words: a region is not torn
+    down under them."""
+    out = {}
+    for name, d in state.devices.items():
+        if d.cxl is not None and d.driver == DRIVER_DEVDAX:
+            found = find_device_users(proc_root, name)
+            if found:
+                out[name] = ", ".join(f"pid {u.pid} {u.comm} ({u.how})" for u in found)
+    return out

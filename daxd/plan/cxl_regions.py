@@ -23,7 +23,7 @@ from enum import StrEnum
 from fnmatch import fnmatchcase
 from typing import Any
 
-from daxd.kernel.cxl_topology import CxlTopology, Memdev, Region, Window
+from daxd.kernel.cxl_topology import CxlTopology, EndpointDecoder, Memdev, Region, Window
 from daxd.kernel.layout import cxl_device_dir
 from daxd.kernel.model import DRIVER_KMEM, KernelState
 from daxd.policy.regions import SIZE_GRANULE, CxlRegionSpec, MemdevRef, show_bytes
@@ -195,9 +195,22 @@ def plan_region(
     topo: CxlTopology,
     state: KernelState,
     users: Mapping[str, str] | None = None,
+    leftover: Leftover | None = None,
 ) -> RegionPlan:
     """What to do for one region of the policy; ``state`` says which of its dax devices have
-    memory online, ``users`` which are in use (device name -> who, daxd.kernel.users)."""
+    memory online, ``users`` which are in use (device name -> who, daxd.kernel.users),
+    ``leftover`` what an interrupted build of it left."""
+    if leftover is not None and spec.state == "present":
+        cleanup = _leftover_steps(topo, leftover)
+        if cleanup:
+            cleaned = _without(topo, topo.region(leftover.region), leftover.decoders)
+            rebuilt = plan_region(spec, cleaned, state, users)
+            if rebuilt.verdict is RegionVerdict.CREATE:
+                return _r(
+                    rebuilt,
+                    reason=f"{rebuilt.reason} (removing first what an interrupted build left)",
+                    steps=cleanup + rebuilt.steps,
+                )
     base = RegionPlan(spec.name, spec.location, RegionVerdict.REFUSED)
     if spec.type != "ram":
         return _r(base, reason=f"type {spec.type} regions are not supported; only ram")
@@ -313,23 +326,55 @@ def _plan_existing(
     )
 
 
-def _without(topo: CxlTopology, region: Region) -> CxlTopology:
-    """The topology once a half-built region is deleted: its decoders free again."""
-    memdevs = tuple(
-        replace(
-            m,
-            decoders=tuple(
-                replace(d, region=None, dpa_size=0) if d.region == region.name else d
-                for d in m.decoders
-            ),
-        )
-        for m in topo.memdevs
-    )
+def _without(topo: CxlTopology, region: Region | None, decoders: Sequence[str] = ()) -> CxlTopology:
+    """The topology once a half-built region is deleted and the DPA of ``decoders`` freed."""
+    gone = region.name if region is not None else None
+
+    def freed(d: EndpointDecoder) -> EndpointDecoder:
+        if (gone is not None and d.region == gone) or (d.region is None and d.name in decoders):
+            return replace(d, region=None, dpa_size=0)
+        return d
+
+    memdevs = tuple(replace(m, decoders=tuple(map(freed, m.decoders))) for m in topo.memdevs)
+    if region is None:
+        return replace(topo, memdevs=memdevs)
     windows = tuple(
         replace(w, next_region=region.name) if w.name == region.window else w for w in topo.windows
     )
     regions = tuple(r for r in topo.regions if r.name != region.name)
     return replace(topo, memdevs=memdevs, windows=windows, regions=regions)
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """What an interrupted build of a policy region had made, as daxd recorded it before its
+    first write (daxd.apply.cxl_regions): the region it created and the decoders it gave DPA.
+    Without such a record daxd never removes a region or DPA it finds: it may be another's."""
+
+    region: str
+    window: str
+    decoders: tuple[str, ...]
+
+
+def _leftover_steps(topo: CxlTopology, leftover: Leftover) -> tuple[RegionStep, ...]:
+    """Undo what the record names and the kernel still shows; a region it got as far as
+    committing is left to the usual checks (it is in sync, or is enabled)."""
+    region = topo.region(leftover.region)
+    if region is not None and (region.committed or region.window != leftover.window):
+        return ()
+    steps = list(teardown_steps(topo, region)) if region is not None else []
+    freed = {st.path for st in steps}
+    for md in topo.memdevs:
+        for d in md.decoders:
+            path = decoder_path(d.name, "dpa_size")
+            if (
+                d.name in leftover.decoders
+                and d.region is None
+                and d.dpa_size
+                and path not in freed
+            ):
+                steps.append(_free(d.name, f"{md.label()}: free {d.name} (left by daxd)"))
+    return tuple(steps)
 
 
 def _plan_create(
