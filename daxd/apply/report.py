@@ -100,7 +100,11 @@ def document(
     *,
     legacy_device_model: bool = False,
     diagnostics: Sequence[object] = (),
+    regions: Sequence[Mapping[str, Any]] | None = None,
+    cxl: Mapping[str, Any] | None = None,
 ) -> str:
+    """``regions``: the policy's CXL regions (daxd/apply/region_report.py); only in documents of
+    a policy that has some. ``cxl``: the cxl bus (`daxd list` on a machine that has one)."""
     hp = hotplug
     doc = {
         "format": JSON_FORMAT,
@@ -115,6 +119,10 @@ def document(
         "devices": devices,
         "diagnostics": [str(d) for d in diagnostics],
     }
+    if regions is not None:
+        doc["regions"] = list(regions)
+    if cxl is not None:
+        doc["cxl"] = dict(cxl)
     return json.dumps(doc, indent=2)
 
 

@@ -11,7 +11,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -353,7 +353,13 @@ def _selected(state: KernelState, names: list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _document(kind: str, state: KernelState, entries: list[dict[str, Any]]) -> str:
+def _document(
+    kind: str,
+    state: KernelState,
+    entries: list[dict[str, Any]],
+    regions: list[dict[str, Any]] | None = None,
+    cxl: dict[str, Any] | None = None,
+) -> str:
     from daxd.apply.report import document
 
     return document(
@@ -362,13 +368,17 @@ def _document(kind: str, state: KernelState, entries: list[dict[str, Any]]) -> s
         entries,
         legacy_device_model=state.legacy_device_model,
         diagnostics=state.diagnostics,
+        regions=regions,
+        cxl=cxl,
     )
 
 
 # --- list, status, plan --------------------------------------------------------------------------
 def _list(args: argparse.Namespace, sysfs: Sysfs) -> int:
+    from daxd.apply.region_report import cxl_overview, cxl_problems, region_plan_text
     from daxd.apply.report import list_entry
     from daxd.cli.render import list_text
+    from daxd.kernel.cxl_topology import read_cxl_topology
 
     state = _read(sysfs)
     policy = _load_optional(args)
@@ -379,7 +389,15 @@ def _list(args: argparse.Namespace, sysfs: Sysfs) -> int:
         entries.append(
             list_entry(device, state.blocks_of(name), rule.name if rule else None, state.hotplug)
         )
-    print(_document("list", state, entries) if args.json else list_text(entries))
+    topo = read_cxl_topology(sysfs)
+    regions = _region_plans(args, sysfs, policy, state) if policy and policy.regions else None
+    if args.json:
+        cxl = cxl_overview(topo) if topo.present else None
+        print(_document("list", state, entries, regions, cxl))
+        return exitcodes.OK
+    text = _with_regions(list_text(entries), regions, lambda r: region_plan_text(r, steps=False))
+    problems = [f"cxl: {p}" for p in cxl_problems(topo)]
+    print("\n".join([text, *problems]))
     return exitcodes.OK
 
 
@@ -396,6 +414,7 @@ def _status(args: argparse.Namespace, sysfs: Sysfs, live: bool) -> int:
 
 
 def _plan(args: argparse.Namespace, sysfs: Sysfs) -> int:
+    from daxd.apply.region_report import region_plan_text
     from daxd.apply.report import plan_entry, plan_text
     from daxd.plan.planner import plan_all
 
@@ -406,8 +425,40 @@ def _plan(args: argparse.Namespace, sysfs: Sysfs) -> int:
         plan_entry(state.devices[p.device], state.blocks_of(p.device), p, state.hotplug)
         for p in plans
     ]
-    print(_document("plan", state, entries) if args.json else plan_text(entries))
+    regions = _region_plans(args, sysfs, policy, state) if policy.regions else None
+    if args.json:
+        print(_document("plan", state, entries, regions))
+    else:
+        print(_with_regions(plan_text(entries), regions, region_plan_text))
     return exitcodes.OK
+
+
+def _region_plans(
+    args: argparse.Namespace, sysfs: Sysfs, policy: Policy, state: KernelState
+) -> list[dict[str, Any]]:
+    from daxd.apply.cxl_regions import read_leftovers
+    from daxd.apply.region_report import region_plan_json
+    from daxd.kernel.cxl_topology import read_cxl_topology
+    from daxd.kernel.users import cxl_device_users
+    from daxd.plan.cxl_regions import plan_region
+
+    roots = roots_of(args)
+    topo = read_cxl_topology(sysfs)
+    users = cxl_device_users(roots.proc, state)
+    leftovers = read_leftovers(roots.runtime, [s.name for s in policy.regions])
+    return [
+        region_plan_json(plan_region(s, topo, state, users, leftovers.get(s.name)))
+        for s in policy.regions
+    ]
+
+
+def _with_regions(
+    text: str,
+    regions: list[dict[str, Any]] | None,
+    render: Callable[[Sequence[Mapping[str, Any]]], str],
+) -> str:
+    """The policy's regions first: the devices they bring follow from them."""
+    return f"{render(regions)}\n{text}" if regions else text
 
 
 # --- apply ---------------------------------------------------------------------------------------
@@ -504,6 +555,7 @@ def _apply_locally(args: argparse.Namespace, roots: Roots, sysfs: Sysfs, live: b
 def _apply_held(args: argparse.Namespace, roots: Roots, sysfs: Sysfs, policy: Policy) -> int:
     from daxd.apply import autoonline
     from daxd.apply.executor import ApplyOptions, apply_device
+    from daxd.apply.region_report import region_apply_text
     from daxd.apply.report import apply_text, result_entry
     from daxd.apply.settle import wait_settled
     from daxd.cli.progress import ProgressLine
@@ -525,6 +577,10 @@ def _apply_held(args: argparse.Namespace, roots: Roots, sysfs: Sysfs, policy: Po
         runtime_dir=roots.runtime,
         on_step=progress.step if progress.active else None,
     )
+    keeper = _RegionApply(sysfs, policy, roots) if policy.regions and not args.devices else None
+    if keeper is not None:
+        keeper.run(state)
+        state = _read(sysfs)  # with the dax devices the regions brought
     results = []
     try:
         for name in _selected(state, args.devices):
@@ -540,5 +596,56 @@ def _apply_held(args: argparse.Namespace, roots: Roots, sysfs: Sysfs, policy: Po
         result_entry(state.devices.get(r.device), state.blocks_of(r.device), r, state.hotplug)
         for r in results
     ]
-    print(_document("apply", state, entries) if args.json else apply_text(entries))
-    return _apply_code(entries)
+    regions = None
+    if keeper is not None:
+        if keeper.releasing:
+            keeper.run(_read(sysfs))  # their memory is offline now: the regions can go
+        regions = keeper.entries
+    if args.json:
+        print(_document("apply", state, entries, regions))
+    else:
+        print(_with_regions(apply_text(entries), regions, region_apply_text))
+    return max(_apply_code(entries), _region_code(regions or []), key=_SEVERITY.index)
+
+
+_SEVERITY = [exitcodes.OK, exitcodes.REFUSED, exitcodes.FAILED]
+
+
+def _region_code(entries: Sequence[Mapping[str, Any]]) -> int:
+    outcomes = {e.get("outcome") for e in entries}
+    if "failed" in outcomes:
+        return exitcodes.FAILED
+    if outcomes & {"refused", "waiting", "release"}:
+        return exitcodes.REFUSED
+    return exitcodes.OK
+
+
+class _RegionApply:
+    """`daxd apply` for the policy's regions: built (or torn down) before the devices."""
+
+    def __init__(self, sysfs: Sysfs, policy: Policy, roots: Roots) -> None:
+        self.sysfs, self.policy, self.roots = sysfs, policy, roots
+        self.entries: list[dict[str, Any]] = []
+        self.releasing = False
+
+    def run(self, state: KernelState) -> None:
+        from daxd.apply.cxl_regions import apply_region, forget_leftover, read_leftovers
+        from daxd.apply.region_report import region_result_json
+        from daxd.kernel.cxl_topology import read_cxl_topology
+        from daxd.kernel.users import cxl_device_users
+        from daxd.plan.cxl_regions import RegionVerdict, plan_region
+
+        topo = read_cxl_topology(self.sysfs)
+        users = cxl_device_users(self.roots.proc, state)
+        runtime = self.roots.runtime
+        leftovers = read_leftovers(runtime, [s.name for s in self.policy.regions])
+        self.entries = []
+        for spec in self.policy.regions:
+            plan = plan_region(spec, topo, state, users, leftovers.get(spec.name))
+            if plan.verdict is RegionVerdict.IN_SYNC and spec.name in leftovers:
+                forget_leftover(runtime, spec.name)
+            result = apply_region(self.sysfs, plan, runtime=runtime) if plan.steps else None
+            if result is not None:
+                topo = read_cxl_topology(self.sysfs)
+            self.entries.append(region_result_json(plan, result))
+        self.releasing = any(e["verdict"] == str(RegionVerdict.RELEASE) for e in self.entries)
