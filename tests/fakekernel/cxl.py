@@ -331,6 +331,9 @@ class CxlBus:
         self.tree.dir(md.root_port_path)
         self._render_port(hb)
         self._render_memdev(md)
+        # cxl_pci adds memN, cxl_mem binds it (and adds its endpoint port)
+        self._emit("add", md.path, MEMDEV)
+        self._emit("bind", md.path, MEMDEV, "cxl_mem")
         return md
 
     def add_window(

@@ -51,6 +51,7 @@ def test_making_an_interleaved_region_sends_the_lab_order(fake_kernel: FakeKerne
     blocks = [f"memory{b.index}" for b in fake_kernel.blocks_of(dev.name)]
     assert len(blocks) == 4
     assert summary(fake_kernel.uevents) == [
+        *((a, "cxl", m) for m in ("mem0", "mem1") for a in ("add", "bind")),  # new memdevs
         ("add", "cxl", "region0"),
         ("add", "cxl", "dax_region0"),
         ("bind", "cxl", "region0"),
@@ -62,7 +63,8 @@ def test_making_an_interleaved_region_sends_the_lab_order(fake_kernel: FakeKerne
         ("bind", "cxl", "dax_region0"),
     ]
     assert fake_kernel.uevents[-1].properties["DRIVER"] == "cxl_dax_region"
-    assert fake_kernel.uevents[0].properties["DEVTYPE"] == "cxl_region"
+    assert fake_kernel.uevents[0].properties["DEVTYPE"] == "cxl_memdev"
+    assert fake_kernel.uevents[4].properties["DEVTYPE"] == "cxl_region"
     assert fake_kernel.sysfs.read(f"{ROOT}/decoder0.0/region0/interleave_granularity") == "8192"
 
 
