@@ -96,6 +96,9 @@ class DaemonConfig:
     # A change made outside daxd is undone only once nothing has touched the device for this
     # long (daxd/service/drift.py says why).
     drift_grace: float = 5.0
+    # At start, how long the memdevs of the policy's regions are waited for before READY
+    # (cxl_pci probes them as udev loads it; one that never comes is reported).
+    region_wait: float = 30.0
 
     def the_sysfs(self) -> Sysfs:
         if self.sysfs is None:
@@ -115,10 +118,11 @@ class _Requests:
     seen: dict[str | int | None, float] = field(default_factory=dict)
     waiters: list[asyncio.Future[PassReport]] = field(default_factory=list)
     offline_timeout: float | None = None  # the longest a request asked for
+    regions: bool = False  # news from the cxl bus
 
     @property
     def empty(self) -> bool:
-        return not (self.names or self.blocks or self.everything)
+        return not (self.names or self.blocks or self.everything or self.regions)
 
 
 class Daemon:
@@ -148,6 +152,8 @@ class Daemon:
         self._later: dict[str, asyncio.TimerHandle] = {}  # drift waiting for quiet, by device
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
+        self._cxl_news = asyncio.Event()  # a memdev or region came or went
+        self.regions: tuple[dict[str, Any], ...] = ()  # the policy's regions, as last looked at
         self._stop = threading.Event()
         self._stopped = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -187,8 +193,12 @@ class Daemon:
         self.policy = policy
         self.policy_error = ""
         self.policy_loaded_at = now_usec()
+        regions = f", {len(policy.regions)} region(s)" if policy.regions else ""
         log.info(
-            "policy loaded from %s: %d rule(s)", ", ".join(policy.sources) or "-", len(policy.rules)
+            "policy loaded from %s: %d rule(s)%s",
+            ", ".join(policy.sources) or "-",
+            len(policy.rules),
+            regions,
         )
         return True
 
@@ -305,7 +315,12 @@ class Daemon:
             r.blocks.add(event.block)
             self._idle.clear()
             self._wake.set()
-        # Other subsystems cannot reach here: the sources filter on dax and memory.
+        elif event.cxl:
+            r.regions = True
+            self._cxl_news.set()
+            self._idle.clear()
+            self._wake.set()
+        # Other subsystems cannot reach here: the sources filter on dax, memory and cxl.
 
     def on_readable(self) -> None:
         assert self.events is not None
@@ -329,6 +344,7 @@ class Daemon:
             request_all=r.request_all,
             seen=tuple(r.seen.items()),
             offline_timeout=r.offline_timeout,
+            regions=r.regions,
         )
         return batch, r.waiters
 
@@ -379,6 +395,8 @@ class Daemon:
             self.hotplug = report.hotplug
         if report.diagnostics is not None:
             self.diagnostics = report.diagnostics
+        if report.regions is not None:
+            self.regions = report.regions
         self._plans.update(report.plans)
         for name in report.gone:
             self._plans.pop(name, None)
@@ -537,7 +555,8 @@ class Daemon:
         worker = loop.create_task(self.worker())
         # Coldplug: READY only once the devices present now match the policy.
         with contextlib.suppress(RuntimeError):  # stopped before the first pass ended
-            await self.run_pass(None)
+            report = await self.run_pass(None)
+            await self._wait_for_memdevs(report)
         if not self._stop.is_set():
             self.ready = True
             self.notifier.ready(self.summary())
@@ -554,6 +573,28 @@ class Daemon:
             self.events.close()
         loop.remove_signal_handler(signal.SIGHUP)
         return self.exit_code
+
+    async def _wait_for_memdevs(self, report: PassReport) -> None:
+        """Coldplug of the policy's regions: while memdevs they name are missing, wait for news
+        from the cxl bus (bounded by region_wait) and build what can be built."""
+        deadline = time.monotonic() + self.config.region_wait
+        while report.waiting and not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                for status in self.regions:
+                    if status["name"] in report.waiting:
+                        log.warning(
+                            "region %s (%s): %s after %g s; READY without it",
+                            status["name"],
+                            status["location"],
+                            status["reason"],
+                            self.config.region_wait,
+                        )
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._cxl_news.wait(), left)
+            self._cxl_news.clear()  # before the pass: news during it makes another
+            report = await self.run_pass(None)
 
     async def _reload_quietly(self) -> None:
         with contextlib.suppress(PolicyRejected, RuntimeError):  # logged and published

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -11,13 +12,15 @@ from daxd.kernel.layout import DEVICE_NAME, block_index
 log = logging.getLogger("daxd.events")
 
 
-SUBSYSTEMS = ("dax", "memory")
+SUBSYSTEMS = ("dax", "memory", "cxl")
+# On the cxl bus only memdevs and regions coming or going matter (the policy's regions).
+_CXL_NEWS = re.compile(r"^(mem|region)[0-9]+\Z")
 
 
 @dataclass(frozen=True)
 class Event:
     action: str  # add / remove / bind / unbind / change / online / offline
-    subsystem: str  # dax / memory
+    subsystem: str  # dax / memory / cxl
     name: str  # dax0.0 / memory33
 
     @property
@@ -27,6 +30,15 @@ class Event:
     @property
     def block(self) -> int | None:
         return block_index(self.name) if self.subsystem == "memory" else None
+
+    @property
+    def cxl(self) -> bool:
+        """A memdev or region added or removed on the cxl bus."""
+        return (
+            self.subsystem == "cxl"
+            and self.action in ("add", "remove")
+            and _CXL_NEWS.match(self.name) is not None
+        )
 
 
 class Overflow(Exception):

@@ -28,6 +28,7 @@ from daxd.plan.planner import device_sort_key, plan_device
 from daxd.plan.steps import DevicePlan, Verdict
 from daxd.policy.model import Policy
 from daxd.service.drift import DriftAction, DriftFacts, decide, takes_memory_away
+from daxd.service.regions import RegionKeeper
 from daxd.service.status import DeviceState, DeviceStatus
 
 log = logging.getLogger("daxd")
@@ -45,6 +46,7 @@ class Batch:
     # When udev last spoke of a device, a block (int) or something unknown (None), monotonic.
     seen: tuple[tuple[str | int | None, float], ...] = ()
     offline_timeout: float | None = None  # a request's own; None: the daemon's
+    regions: bool = False  # something came or went on the cxl bus: the policy's regions again
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class PassReport:
     results: dict[str, dict[str, Any]]  # apply entries of the requested devices
     gone: frozenset[str]  # devices that disappeared
     diagnostics: tuple[str, ...] | None = None  # what a full read found odd; None: no full read
+    regions: tuple[dict[str, Any], ...] | None = None  # the policy's regions; None: not looked at
+    waiting: tuple[str, ...] = ()  # regions whose memdevs are not all on the cxl bus
 
 
 class Sink(Protocol):
@@ -130,11 +134,28 @@ class Reconciler:
     # Devices planned before the kernel was done, and what they showed then: not waited for
     # again while they show the same (memory that never arrives would cost every pass a wait).
     given_up: dict[str, tuple[object, ...]] = field(default_factory=dict)
+    _regions: RegionKeeper | None = None
+
+    @property
+    def regions(self) -> RegionKeeper:
+        if self._regions is None:
+            roots = self.config.roots
+            self._regions = RegionKeeper(self.config.sysfs, roots.proc, roots.runtime)
+        return self._regions
 
     def run_pass(self, batch: Batch) -> PassReport:
         self.passes += 1
         self._note_events(batch)
         names = batch.names
+        keeper = self.regions
+        region_pass = None
+        if batch.policy.regions and (names is None or batch.regions):
+            # Regions first: the dax devices they bring are then planned in this same pass.
+            region_pass = keeper.run(batch.policy)
+            if region_pass.built:
+                names = None
+        elif not batch.policy.regions:
+            keeper.status.clear()
         unknown_block = any(b not in self.block_owner for b in batch.blocks)
         gone: set[str] = set()
         diagnostics: tuple[str, ...] | None = None
@@ -159,7 +180,21 @@ class Reconciler:
                 gone.add(name)
         for name in gone:
             self._forget(name)
-        return PassReport(self.hotplug, plans, results, frozenset(gone), diagnostics)
+        if region_pass is not None and region_pass.releasing and not self.stop.is_set():
+            # Their memory went offline above: the regions can go now.
+            region_pass = keeper.run(batch.policy)
+        regions = None
+        if region_pass is not None or not batch.policy.regions:
+            regions = tuple(st.json() for st in keeper.status.values())
+        return PassReport(
+            self.hotplug,
+            plans,
+            results,
+            frozenset(gone),
+            diagnostics,
+            regions=regions,
+            waiting=region_pass.waiting if region_pass is not None else (),
+        )
 
     def _note_events(self, batch: Batch) -> None:
         for key, at in batch.seen:

@@ -37,8 +37,8 @@ class FakeUdev:
         os.write(self._w, b"x")
 
     def from_kernel(self, ev: Uevent) -> None:
-        """What udev's monitor passes on: only the subsystems daxd filters for (not the cxl
-        bus's or the nodes' events), as UdevSource's filter_by does."""
+        """What udev's monitor passes on: only the subsystems daxd filters for (not the nodes'
+        events), as UdevSource's filter_by does."""
         if ev.subsystem in SUBSYSTEMS:
             self.push(Event(ev.action, ev.subsystem, ev.sysname))
 

@@ -1,0 +1,175 @@
+"""The policy's CXL regions kept as described, pass after pass: built when missing, left alone
+when there, torn down when the policy says ``state: absent``; what each is (and why not) kept
+for D-Bus, ``daxd list`` and the journal."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from daxd.apply.cxl_regions import RegionResult, apply_region, forget_leftover, read_leftovers
+from daxd.kernel.cxl_topology import read_cxl_topology
+from daxd.kernel.model import KernelState
+from daxd.kernel.scan import read_state
+from daxd.kernel.sysfs import Sysfs
+from daxd.kernel.users import cxl_device_users
+from daxd.plan.cxl_regions import RegionPlan, RegionVerdict, plan_region
+from daxd.policy.model import Policy
+
+log = logging.getLogger("daxd")
+
+
+@dataclass(frozen=True)
+class RegionStatus:
+    """One region of the policy as daxd last found or left it."""
+
+    name: str
+    location: str
+    state: str  # present / absent / waiting / refused / failed / releasing
+    reason: str
+    region: str | None  # regionR now
+    window: str | None
+    memdevs: tuple[str, ...]
+    size: int | None
+    devices: tuple[str, ...]
+    last_error: str = ""
+    last_change: int = 0  # µs since the epoch
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "location": self.location,
+            "state": self.state,
+            "reason": self.reason,
+            "region": self.region,
+            "window": self.window,
+            "memdevs": list(self.memdevs),
+            "size": self.size,
+            "devices": list(self.devices),
+            "last_error": self.last_error or None,
+        }
+
+
+_STATES = {
+    RegionVerdict.IN_SYNC: "present",
+    RegionVerdict.CREATE: "present",
+    RegionVerdict.DESTROY: "absent",
+    RegionVerdict.RELEASE: "releasing",
+    RegionVerdict.WAITING: "waiting",
+    RegionVerdict.REFUSED: "refused",
+}
+
+
+@dataclass
+class RegionPass:
+    built: tuple[str, ...] = ()  # kernel regions made (or torn down) in this pass
+    waiting: tuple[str, ...] = ()  # policy regions whose memdevs are not all there
+    releasing: bool = False  # some region waits for its memory to go offline
+    plans: dict[str, RegionPlan] = field(default_factory=dict)
+    results: dict[str, RegionResult] = field(default_factory=dict)
+
+
+@dataclass
+class RegionKeeper:
+    sysfs: Sysfs
+    proc: Path = Path("/proc")
+    runtime: Path | None = None  # records of builds in progress (daxd.apply.cxl_regions)
+    status: dict[str, RegionStatus] = field(default_factory=dict)
+    clock: Callable[[], int] = lambda: time.time_ns() // 1000
+
+    def run(self, policy: Policy, state: KernelState | None = None) -> RegionPass:
+        """Plan every region of the policy and carry out what it takes."""
+        out = RegionPass()
+        if not policy.regions:
+            self.status.clear()
+            return out
+        topo = read_cxl_topology(self.sysfs)
+        if state is None:
+            state = read_state(self.sysfs)
+        built: list[str] = []
+        users = cxl_device_users(self.proc, state)
+        leftovers = read_leftovers(self.runtime, [s.name for s in policy.regions])
+        for spec in policy.regions:
+            plan = plan_region(spec, topo, state, users, leftovers.get(spec.name))
+            out.plans[spec.name] = plan
+            if plan.verdict is RegionVerdict.IN_SYNC and spec.name in leftovers:
+                forget_leftover(self.runtime, spec.name)
+            result = None
+            if plan.steps:
+                result = apply_region(self.sysfs, plan, runtime=self.runtime)
+            if result is not None:
+                out.results[spec.name] = result
+                if plan.region is not None:
+                    built.append(plan.region)
+                # Writes change the topology for the next region (decoders, window space).
+                topo = read_cxl_topology(self.sysfs)
+            self._record(plan, result)
+        for name in set(self.status) - {s.name for s in policy.regions}:
+            del self.status[name]
+        out.built = tuple(built)
+        out.waiting = tuple(n for n, p in out.plans.items() if p.verdict is RegionVerdict.WAITING)
+        out.releasing = any(p.verdict is RegionVerdict.RELEASE for p in out.plans.values())
+        return out
+
+    def _record(self, plan: RegionPlan, result: RegionResult | None) -> None:
+        before = self.status.get(plan.name)
+        state = _STATES[plan.verdict]
+        error = ""
+        devices = plan.devices
+        if result is not None:
+            devices = result.devices
+            if not result.ok:
+                state, error = "failed", result.error
+        now = RegionStatus(
+            plan.name,
+            plan.location,
+            state,
+            plan.reason,
+            plan.region,
+            plan.window,
+            plan.memdevs,
+            plan.size,
+            devices,
+            last_error=error,
+        )
+        changed = before is None or (before.state, before.reason, before.last_error) != (
+            now.state,
+            now.reason,
+            now.last_error,
+        )
+        if before is None or changed or result is not None:
+            self.status[plan.name] = replace(now, last_change=self.clock())
+        else:
+            self.status[plan.name] = replace(now, last_change=before.last_change)
+            return  # said already
+        line = outcome_line(plan, result)
+        if state in ("failed", "refused"):
+            log.warning("%s", line)
+        else:
+            log.info("%s", line)
+
+
+def outcome_line(plan: RegionPlan, result: RegionResult | None) -> str:
+    """The journal's line for a region: what it is, or what daxd did and how it went."""
+    head = f"region {plan.name} ({plan.location})"
+    if result is None:
+        return f"{head}: {plan.verdict}: {plan.reason}"
+    writes = len(result.results)
+    if result.ok:
+        made = ", ".join(result.devices) or "no dax device"
+        what = "created" if plan.verdict is RegionVerdict.CREATE else "torn down"
+        tail = f": {made}" if plan.verdict is RegionVerdict.CREATE else ""
+        return f"{head}: {plan.region} {what} ({writes} writes, {result.seconds:.2f} s){tail}"
+    undone = ""
+    if result.undone:
+        bad = [r for r in result.undone if not r.ok]
+        undone = (
+            f"; undone ({len(result.undone)} writes)"
+            if not bad
+            else f"; undoing it failed too: {bad[0].error}"
+        )
+    return f"{head}: FAILED: {result.error}{undone}"
