@@ -17,9 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from daxd.apply import autoonline
 from daxd.kernel.cxl_topology import read_cxl_topology
-from daxd.kernel.layout import DEVICE_NAME, cxl_device_dir
+from daxd.kernel.layout import AUTO_ONLINE_PATH, DEVICE_NAME, block_path, cxl_device_dir
+from daxd.kernel.model import KernelState, OnlineType
+from daxd.kernel.scan import read_state
 from daxd.kernel.sysfs import Sysfs, SysfsError
+from daxd.kernel.users import cxl_device_users
 from daxd.plan.cxl_regions import (
     Leftover,
     RegionAction,
@@ -27,8 +31,10 @@ from daxd.plan.cxl_regions import (
     RegionStep,
     RegionVerdict,
     decoder_path,
+    plan_region,
     teardown_steps,
 )
+from daxd.policy.model import Policy
 
 log = logging.getLogger("daxd")
 
@@ -58,6 +64,7 @@ def apply_region(
     plan: RegionPlan,
     *,
     runtime: Path | None = None,
+    auto_online: str | None = None,
     wait: float = DAX_DEVICE_WAIT,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
@@ -67,6 +74,14 @@ def apply_region(
     ``runtime``: daxd's runtime folder, where a build is recorded before its first write and
     forgotten once it is done or undone: a daxd killed in between finds the record
     (:func:`read_leftovers`) and removes what the build had made before building again.
+
+    ``auto_online``: the kernel's ``auto_online_blocks`` now. Unless it is ``offline``, it is
+    switched to ``offline`` from the region's bind until its dax devices are bound (kmem, which
+    the kernel binds by itself, adds the memory then): otherwise the kernel onlines it into
+    ZONE_NORMAL, where it can take unmovable allocations within seconds and a movable rule can
+    no longer have it [lab]. The device rules then online it; :func:`online_as_kernel` does
+    what the kernel would have for a device no rule takes. Recorded like the executor's switch
+    (daxd/apply/autoonline.py), so a daxd killed meanwhile gets it put back.
     """
     result = RegionResult(plan, devices=plan.devices)
     if plan.verdict not in (RegionVerdict.CREATE, RegionVerdict.DESTROY) or not plan.steps:
@@ -77,29 +92,106 @@ def apply_region(
     if record is not None and plan.region is not None and plan.window is not None:
         decoders = [s.path.split("/")[-2] for s in plan.steps if s.path.endswith("/dpa_size")]
         _write_record(record, Leftover(plan.region, plan.window, tuple(decoders)))
+    switch = built and auto_online not in (None, str(OnlineType.OFFLINE))
+    switched = False
     dpa_written: list[str] = []  # endpoint decoders given DPA: freed again on a rollback
-    for step in plan.steps:
-        error = _run(sysfs, step)
-        result.results.append(RegionStepResult(step, error is None, error or ""))
-        if error is not None:
-            result.ok, result.error = False, error
-            if built:
-                result.undone = _undo(sysfs, plan, dpa_written)
-            break
-        if step.action is RegionAction.SET and step.path.endswith("/dpa_size"):
-            dpa_written.append(step.path)
-    if result.ok and built and plan.region is not None:
-        result.devices = _wait_for_devices(sysfs, plan, wait, clock, sleep)
-        if not result.devices:
-            result.ok = False
-            result.error = (
-                f"{plan.region} is enabled but no dax device appeared within {wait:g} s "
-                "(is dax_cxl loaded?)"
-            )
+    try:
+        for step in plan.steps:
+            if step.action is RegionAction.BIND and switch and not switched:
+                switched = _switch_off(sysfs, runtime, str(auto_online))
+            error = _run(sysfs, step)
+            result.results.append(RegionStepResult(step, error is None, error or ""))
+            if error is not None:
+                result.ok, result.error = False, error
+                if built:
+                    result.undone = _undo(sysfs, plan, dpa_written)
+                break
+            if step.action is RegionAction.SET and step.path.endswith("/dpa_size"):
+                dpa_written.append(step.path)
+        if result.ok and built and plan.region is not None:
+            result.devices = _wait_for_devices(sysfs, plan, wait, clock, sleep)
+            if not result.devices:
+                result.ok = False
+                result.error = (
+                    f"{plan.region} is enabled but no dax device appeared within {wait:g} s "
+                    "(is dax_cxl loaded?)"
+                )
+    finally:
+        if switched:
+            _put_back(sysfs, runtime, str(auto_online))
     if record is not None and (result.ok or all(x.ok for x in result.undone)):
         record.unlink(missing_ok=True)
     result.seconds = clock() - began
     return result
+
+
+def _switch_off(sysfs: Sysfs, runtime: Path | None, original: str) -> bool:
+    try:
+        if runtime is not None:
+            autoonline.save(runtime, original, str(OnlineType.OFFLINE))
+        sysfs.write(AUTO_ONLINE_PATH, str(OnlineType.OFFLINE))
+    except (OSError, SysfsError) as e:
+        log.warning("cannot switch auto_online_blocks off for the region's bind: %s", e)
+        if runtime is not None:
+            autoonline.clear(runtime)
+        return False
+    return True
+
+
+def _put_back(sysfs: Sysfs, runtime: Path | None, original: str) -> None:
+    try:
+        sysfs.write(AUTO_ONLINE_PATH, original)
+    except SysfsError as e:
+        log.error("cannot put auto_online_blocks back to %s: %s", original, e)
+        return  # the record stays: the next daxd puts it back
+    if runtime is not None:
+        autoonline.clear(runtime)
+
+
+def online_as_kernel(sysfs: Sysfs, device: str, auto_online: str | None) -> int:
+    """Online the offline blocks of a new region's device no rule takes, as ``auto_online``
+    would have had the kernel do; how many blocks."""
+    word = OnlineType.parse(auto_online or "")
+    if word is None or word is OnlineType.OFFLINE:
+        return 0
+    done = 0
+    for index in sorted(_device_blocks(sysfs, device)):
+        path = block_path(index)
+        try:
+            if sysfs.read(path) == str(OnlineType.OFFLINE):
+                sysfs.write(path, str(word))
+                done += 1
+        except SysfsError as e:
+            log.warning("%s: cannot online memory%d as the kernel would: %s", device, index, e)
+    return done
+
+
+def _device_blocks(sysfs: Sysfs, device: str) -> list[int]:
+    return [b.index for b in read_state(sysfs).blocks_of(device)]
+
+
+def _wait_for_devices(
+    sysfs: Sysfs,
+    plan: RegionPlan,
+    wait: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> tuple[str, ...]:
+    """The region's dax devices, once each is bound (kmem has added its memory by then), or
+    what is there at the deadline."""
+    assert plan.region is not None
+    rid = plan.region.removeprefix("region")
+    dax_region = f"{cxl_device_dir(plan.region)}/dax_region{rid}"
+    deadline = clock() + wait
+    while True:
+        try:
+            found = tuple(e for e in sysfs.listdir(dax_region) if DEVICE_NAME.match(e))
+        except SysfsError:
+            found = ()
+        bound = all(sysfs.exists(f"{dax_region}/{d}/driver") for d in found)
+        if (found and bound) or clock() >= deadline:
+            return found
+        sleep(0.05)
 
 
 # --- the record of a build in progress ---------------------------------------------------------
@@ -212,22 +304,48 @@ def _reads_nonzero(sysfs: Sysfs, path: str) -> bool:
         return True  # unknown: try to free it
 
 
-def _wait_for_devices(
+def apply_regions(
     sysfs: Sysfs,
-    plan: RegionPlan,
-    wait: float,
-    clock: Callable[[], float],
-    sleep: Callable[[float], None],
-) -> tuple[str, ...]:
-    assert plan.region is not None
-    rid = plan.region.removeprefix("region")
-    dax_region = f"{cxl_device_dir(plan.region)}/dax_region{rid}"
-    deadline = clock() + wait
-    while True:
-        try:
-            found = tuple(e for e in sysfs.listdir(dax_region) if DEVICE_NAME.match(e))
-        except SysfsError:
-            found = ()
-        if found or clock() >= deadline:
-            return found
-        sleep(0.05)
+    policy: Policy,
+    state: KernelState,
+    *,
+    proc: Path,
+    runtime: Path | None,
+) -> list[tuple[RegionPlan, RegionResult | None]]:
+    """Every region of the policy, planned and carried out in policy order (each build changes
+    the topology for the next: decoders, window space); ``state`` as read before. A new
+    region's device no rule takes gets its memory onlined as the kernel would have."""
+    out: list[tuple[RegionPlan, RegionResult | None]] = []
+    topo = read_cxl_topology(sysfs)
+    users = cxl_device_users(proc, state)
+    leftovers = read_leftovers(runtime, [s.name for s in policy.regions])
+    auto_online = state.hotplug.auto_online_blocks
+    for spec in policy.regions:
+        plan = plan_region(spec, topo, state, users, leftovers.get(spec.name))
+        if plan.verdict is RegionVerdict.IN_SYNC and spec.name in leftovers:
+            forget_leftover(runtime, spec.name)
+        result = None
+        if plan.steps:
+            result = apply_region(
+                sysfs,
+                plan,
+                runtime=runtime,
+                auto_online=str(auto_online) if auto_online is not None else None,
+            )
+            topo = read_cxl_topology(sysfs)
+            if result.ok and plan.verdict is RegionVerdict.CREATE:
+                _online_unmanaged(sysfs, policy, result.devices, auto_online)
+        out.append((plan, result))
+    return out
+
+
+def _online_unmanaged(
+    sysfs: Sysfs, policy: Policy, devices: Sequence[str], auto_online: OnlineType | None
+) -> None:
+    if auto_online is None or auto_online is OnlineType.OFFLINE:
+        return
+    state = read_state(sysfs)
+    for name in devices:
+        device = state.devices.get(name)
+        if device is not None and policy.match(device) is None:
+            online_as_kernel(sysfs, name, str(auto_online))

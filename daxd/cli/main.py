@@ -629,23 +629,12 @@ class _RegionApply:
         self.releasing = False
 
     def run(self, state: KernelState) -> None:
-        from daxd.apply.cxl_regions import apply_region, forget_leftover, read_leftovers
+        from daxd.apply.cxl_regions import apply_regions
         from daxd.apply.region_report import region_result_json
-        from daxd.kernel.cxl_topology import read_cxl_topology
-        from daxd.kernel.users import cxl_device_users
-        from daxd.plan.cxl_regions import RegionVerdict, plan_region
+        from daxd.plan.cxl_regions import RegionVerdict
 
-        topo = read_cxl_topology(self.sysfs)
-        users = cxl_device_users(self.roots.proc, state)
-        runtime = self.roots.runtime
-        leftovers = read_leftovers(runtime, [s.name for s in self.policy.regions])
-        self.entries = []
-        for spec in self.policy.regions:
-            plan = plan_region(spec, topo, state, users, leftovers.get(spec.name))
-            if plan.verdict is RegionVerdict.IN_SYNC and spec.name in leftovers:
-                forget_leftover(runtime, spec.name)
-            result = apply_region(self.sysfs, plan, runtime=runtime) if plan.steps else None
-            if result is not None:
-                topo = read_cxl_topology(self.sysfs)
-            self.entries.append(region_result_json(plan, result))
+        done = apply_regions(
+            self.sysfs, self.policy, state, proc=self.roots.proc, runtime=self.roots.runtime
+        )
+        self.entries = [region_result_json(plan, result) for plan, result in done]
         self.releasing = any(e["verdict"] == str(RegionVerdict.RELEASE) for e in self.entries)

@@ -11,13 +11,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from daxd.apply.cxl_regions import RegionResult, apply_region, forget_leftover, read_leftovers
-from daxd.kernel.cxl_topology import read_cxl_topology
+from daxd.apply.cxl_regions import RegionResult, apply_regions
 from daxd.kernel.model import KernelState
 from daxd.kernel.scan import read_state
 from daxd.kernel.sysfs import Sysfs
-from daxd.kernel.users import cxl_device_users
-from daxd.plan.cxl_regions import RegionPlan, RegionVerdict, plan_region
+from daxd.plan.cxl_regions import RegionPlan, RegionVerdict
 from daxd.policy.model import Policy
 
 log = logging.getLogger("daxd")
@@ -87,26 +85,16 @@ class RegionKeeper:
         if not policy.regions:
             self.status.clear()
             return out
-        topo = read_cxl_topology(self.sysfs)
         if state is None:
             state = read_state(self.sysfs)
         built: list[str] = []
-        users = cxl_device_users(self.proc, state)
-        leftovers = read_leftovers(self.runtime, [s.name for s in policy.regions])
-        for spec in policy.regions:
-            plan = plan_region(spec, topo, state, users, leftovers.get(spec.name))
-            out.plans[spec.name] = plan
-            if plan.verdict is RegionVerdict.IN_SYNC and spec.name in leftovers:
-                forget_leftover(self.runtime, spec.name)
-            result = None
-            if plan.steps:
-                result = apply_region(self.sysfs, plan, runtime=self.runtime)
+        done = apply_regions(self.sysfs, policy, state, proc=self.proc, runtime=self.runtime)
+        for plan, result in done:
+            out.plans[plan.name] = plan
             if result is not None:
-                out.results[spec.name] = result
+                out.results[plan.name] = result
                 if plan.region is not None:
                     built.append(plan.region)
-                # Writes change the topology for the next region (decoders, window space).
-                topo = read_cxl_topology(self.sysfs)
             self._record(plan, result)
         for name in set(self.status) - {s.name for s in policy.regions}:
             del self.status[name]
@@ -159,11 +147,10 @@ def outcome_line(plan: RegionPlan, result: RegionResult | None) -> str:
     if result is None:
         return f"{head}: {plan.verdict}: {plan.reason}"
     writes = len(result.results)
+    took = f"{writes} write{'s' if writes != 1 else ''}, {result.seconds:.2f} s"
     if result.ok:
-        made = ", ".join(result.devices) or "no dax device"
-        what = "created" if plan.verdict is RegionVerdict.CREATE else "torn down"
-        tail = f": {made}" if plan.verdict is RegionVerdict.CREATE else ""
-        return f"{head}: {plan.region} {what} ({writes} writes, {result.seconds:.2f} s){tail}"
+        made = f": {', '.join(result.devices)}" if plan.verdict is RegionVerdict.CREATE else ""
+        return f"{head}: {plan.reason}: done ({took}){made}"
     undone = ""
     if result.undone:
         bad = [r for r in result.undone if not r.ok]

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from daxd.apply.cxl_regions import apply_region, read_leftovers
+from daxd.apply.cxl_regions import apply_region, apply_regions, read_leftovers
 from daxd.kernel.cxl_topology import read_cxl_topology
 from daxd.kernel.scan import read_state
 from daxd.plan.cxl_regions import RegionPlan, RegionVerdict, plan_region
+from daxd.policy.model import Policy
 from daxd.policy.regions import CxlRegionSpec
 from tests.fakekernel import FakeKernel, MiB
 from tests.plan.test_cxl_region_plan import spec
@@ -202,3 +203,38 @@ def test_a_record_of_a_region_someone_committed_is_left_to_the_usual_checks(
     assert again.verdict is RegionVerdict.CREATE
     assert "committed but not enabled" in again.reason
     assert apply_region(fake_kernel.sysfs, again, runtime=tmp_path).ok
+
+
+def test_the_kernel_does_not_online_a_built_region_into_normal(
+    fake_kernel: FakeKernel, tmp_path: Path
+) -> None:
+    """Debian's auto_online_blocks=online would put the memory in ZONE_NORMAL inside kmem's
+    bind [lab: EBUSY for a movable rule 3 s later]; it is off from the region's bind until the
+    dax device is bound, then put back, and the record of the switch is gone."""
+    machine(fake_kernel)
+    fake_kernel.uevents.clear()
+    p = plan(fake_kernel, spec(A))
+    r = apply_region(fake_kernel.sysfs, p, runtime=tmp_path, auto_online="online")
+    assert r.ok, r.error
+    assert fake_kernel.devices["dax0.0"].driver == "kmem"
+    assert {b.online for b in fake_kernel.blocks_of("dax0.0")} == {False}
+    assert not [e for e in fake_kernel.uevents if e.action == "online"]
+    assert fake_kernel.sysfs.read("devices/system/memory/auto_online_blocks") == "online"
+    assert not (tmp_path / "auto_online_blocks.switched").exists()
+
+
+def test_a_new_regions_device_no_rule_takes_is_onlined_as_the_kernel_would(
+    fake_kernel: FakeKernel, tmp_path: Path
+) -> None:
+    machine(fake_kernel)
+    policy = Policy(rules=(), regions=(spec(A),))
+    done = apply_regions(
+        fake_kernel.sysfs, policy, read_state(fake_kernel.sysfs), proc=tmp_path, runtime=tmp_path
+    )
+    ((_, r),) = done
+    assert r is not None
+    assert r.ok, r.error
+    blocks = fake_kernel.blocks_of("dax0.0")
+    assert blocks
+    assert all(b.online for b in blocks)  # "online": the kernel's zone for it
+    assert fake_kernel.sysfs.read("devices/system/memory/auto_online_blocks") == "online"
