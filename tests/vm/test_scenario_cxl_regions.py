@@ -12,8 +12,8 @@ a. ``systemctl restart daxd`` returns at READY with both regions built, the rule
 b. ``daxd apply`` (daemon stopped) finds both in sync and writes nothing to the cxl bus;
 c. a region left committed but not enabled (what a kill between the commit and the bind leaves;
    made with ``cxl disable-region`` while daxd is stopped) is enabled by the next daxd;
-d. ``state: absent`` and a reload: the memory offlined by daxd, the region torn down, no
-   ``System RAM (kmem)`` left; ``present`` again and it is rebuilt;
+d. ``state: absent`` for both and a reload: single's RAM offlined by daxd first, both regions
+   torn down, no ``System RAM (kmem)`` left; ``present`` again and both are rebuilt;
 e. for the next boot the policy gets a region over a memdev that does not exist.
 
 **Main boot**: nothing but daxd builds regions. A unit ordered ``After=daxd.service`` finds both
@@ -159,30 +159,36 @@ lab_blocks "$ds" > "$LAB_OUT/c-single-blocks.txt"
 lab_journal_since enable > "$LAB_OUT/c-journal.txt"
 
 # --- d. absent: offline, torn down; present again: rebuilt ---------------------------------
+# Both: single's memory is online RAM (daxd offlines it first), pair's a /dev/dax.
+single_start=$(cat "/sys/bus/cxl/devices/$rs/resource")
 pair_start=$(cat "/sys/bus/cxl/devices/$rp/resource")
+lab_fact d.single_start "$single_start"
 lab_fact d.pair_start "$pair_start"
 python3 - <<'PY'
 p = "/etc/daxd/policy.yaml"
 s = open(p).read()
-s = s.replace("memdevs: [0x1002, 0x1001]", "memdevs: [0x1002, 0x1001]\n    state: absent")
+for m in ("[0x1000]", "[0x1002, 0x1001]"):
+    s = s.replace(f"memdevs: {m}", f"memdevs: {m}\n    state: absent")
 open(p, "w").write(s)
 PY
 lab_journal_mark absent
 systemctl reload daxd.service
-gone() { ! test -e "/sys/bus/cxl/devices/$rp"; }
+gone() { ! test -e "/sys/bus/cxl/devices/$rp" && ! test -e "/sys/bus/cxl/devices/$rs"; }
 lab_wait_until 60 gone
-lab_fact d.dax_gone "$(test -e /sys/bus/dax/devices/$dp && echo no || echo yes)"
+lab_fact d.dax_gone "$(test -e /sys/bus/dax/devices/$dp || test -e /sys/bus/dax/devices/$ds \
+    && echo no || echo yes)"
 grep -i "kmem" /proc/iomem > "$LAB_OUT/d-iomem-kmem.txt" || true
 lab_journal_since absent > "$LAB_OUT/d-journal.txt"
 cat > /etc/daxd/policy.yaml < /lab/in/files/policy.yaml
 systemctl reload daxd.service
 back() {
-    daxd list --json | jq -e '.regions[] | select(.name == "pair" and .verdict == "in-sync")' \
+    daxd list --json | jq -e '[.regions[] | select(.verdict == "in-sync")] | length == 2' \
         > /dev/null
 }
 lab_wait_until 60 back
 daxd list --json > "$LAB_OUT/d-list.json"
 lab_fact d.pair.driver "$(lab_driver "$(dax_of pair "$LAB_OUT/d-list.json")")"
+lab_blocks "$(dax_of single "$LAB_OUT/d-list.json")" > "$LAB_OUT/d-single-blocks.txt"
 
 # --- e. the next boot: one more region, over a memdev that is not there -------------------
 python3 - <<'PY'
@@ -315,14 +321,18 @@ def test_c_committed_but_not_enabled_is_enabled(run: ScenarioResult) -> None:
 def test_d_absent_tears_down_after_offlining_and_present_rebuilds(run: ScenarioResult) -> None:
     facts = _setup(run)
     assert facts["d.dax_gone"] == "yes"
-    start = int(facts["d.pair_start"], 16)
-    kmem = _setup_file(run, "d-iomem-kmem.txt")
-    assert f"{start:x}" not in kmem.lower(), kmem  # nothing of the range left with kmem
+    kmem = _setup_file(run, "d-iomem-kmem.txt").lower()
+    for key in ("d.single_start", "d.pair_start"):
+        assert f"{int(facts[key], 16):x}" not in kmem, kmem  # nothing left with kmem
     journal = _setup_file(run, "d-journal.txt")
-    assert "tear down" in journal, journal
-    assert ": done (" in journal, journal
+    assert "offline-block" in journal, journal  # single's memory, before its teardown
+    assert journal.count("tear down") == 2, journal
     assert "FAILED" not in journal, journal
+    assert "Traceback" not in journal, journal
     assert facts["d.pair.driver"] == "device_dax"
+    single = _blocks(_setup_file(run, "d-single-blocks.txt"))
+    assert single
+    assert all(v == ("online", "Movable") for v in single.values()), single
 
 
 def test_main_boot_regions_exist_when_units_after_daxd_start(run: ScenarioResult) -> None:
