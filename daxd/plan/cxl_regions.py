@@ -281,6 +281,8 @@ def _plan_existing(
         window=region.window,
         size=region.size,
         devices=region.dax_devices,
+        # in the region's interleave order, not as the policy lists them
+        memdevs=tuple(m.label() if m else "?" for m in topo.region_memdevs(region)),
     )
     problems = []
     if region.interleave_ways != spec.interleave_ways:

@@ -123,6 +123,7 @@ def test_an_existing_region_costs_no_write(fake_kernel: FakeKernel) -> None:
     p = plan(fake_kernel, spec(B, A, size=512 * MiB))
     assert p.verdict is RegionVerdict.IN_SYNC
     assert (p.region, p.devices, p.steps) == ("region2", ("dax2.0",), ())
+    assert p.memdevs == ("mem1 (serial 0x1000)", "mem0 (serial 0x1001)")  # position order
 
 
 def test_an_existing_region_that_differs_is_not_rebuilt(fake_kernel: FakeKernel) -> None:
