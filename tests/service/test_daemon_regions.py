@@ -132,3 +132,22 @@ def test_a_region_destroyed_by_hand_is_built_again(fake_kernel: FakeKernel, tmp_
             await stop(h, task)
 
         run(scenario())
+
+
+def test_reload_to_absent_offlines_then_tears_down(fake_kernel: FakeKernel, tmp_path: Path) -> None:
+    machine(fake_kernel)
+    with harness(fake_kernel, tmp_path, POLICY) as h:
+
+        async def scenario() -> None:
+            task = await start(h)
+            assert zones(fake_kernel, "dax2.0") == {"Movable"}
+            h.policy.write_text(POLICY.replace("0x1001]", "0x1001]\n    state: absent"))
+            await h.daemon.reload()
+            assert read_cxl_topology(fake_kernel.sysfs).regions == ()  # in the same pass
+            assert "dax2.0" not in fake_kernel.devices
+            assert fake_kernel.leaks == []
+            await h.until(lambda: "dax2.0" not in h.publisher.devices)
+            assert h.daemon.regions[0]["state"] == "absent"
+            await stop(h, task)
+
+        run(scenario())
