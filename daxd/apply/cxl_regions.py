@@ -18,9 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from daxd.apply import autoonline
+from daxd.apply.settle import unsettled
 from daxd.kernel.cxl_topology import read_cxl_topology
 from daxd.kernel.layout import AUTO_ONLINE_PATH, DEVICE_NAME, block_path, cxl_device_dir
-from daxd.kernel.model import KernelState, OnlineType
+from daxd.kernel.model import DRIVER_KMEM, KernelState, OnlineType
 from daxd.kernel.scan import read_state
 from daxd.kernel.sysfs import Sysfs, SysfsError
 from daxd.kernel.users import cxl_device_users
@@ -65,6 +66,7 @@ def apply_region(
     *,
     runtime: Path | None = None,
     auto_online: str | None = None,
+    bound: Callable[[str], bool] | None = None,
     wait: float = DAX_DEVICE_WAIT,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
@@ -82,6 +84,12 @@ def apply_region(
     no longer have it [lab]. The device rules then online it; :func:`online_as_kernel` does
     what the kernel would have for a device no rule takes. Recorded like the executor's switch
     (daxd/apply/autoonline.py), so a daxd killed meanwhile gets it put back.
+
+    ``bound(name)``: udev has reported the dax device's bind. The ``driver`` link is there from
+    the start of kmem's probe (really_probe()), and the kernel decides whether to online the
+    memory at its end, so only the bind event says the switch may go back [lab: restored at the
+    link, the kernel onlined the blocks 80 ms later]. Without it (the command, no udev): once
+    all the device's blocks are there, and half a second more.
     """
     result = RegionResult(plan, devices=plan.devices)
     if plan.verdict not in (RegionVerdict.CREATE, RegionVerdict.DESTROY) or not plan.steps:
@@ -109,7 +117,7 @@ def apply_region(
             if step.action is RegionAction.SET and step.path.endswith("/dpa_size"):
                 dpa_written.append(step.path)
         if result.ok and built and plan.region is not None:
-            result.devices = _wait_for_devices(sysfs, plan, wait, clock, sleep)
+            result.devices = _wait_for_devices(sysfs, plan, wait, clock, sleep, bound=bound)
             if not result.devices:
                 result.ok = False
                 result.error = (
@@ -176,8 +184,10 @@ def _wait_for_devices(
     wait: float,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
+    *,
+    bound: Callable[[str], bool] | None,
 ) -> tuple[str, ...]:
-    """The region's dax devices, once each is bound (kmem has added its memory by then), or
+    """The region's dax devices, once each has been probed (kmem has added its memory), or
     what is there at the deadline."""
     assert plan.region is not None
     rid = plan.region.removeprefix("region")
@@ -188,10 +198,27 @@ def _wait_for_devices(
             found = tuple(e for e in sysfs.listdir(dax_region) if DEVICE_NAME.match(e))
         except SysfsError:
             found = ()
-        bound = all(sysfs.exists(f"{dax_region}/{d}/driver") for d in found)
-        if (found and bound) or clock() >= deadline:
+        if found and all(_probed(sysfs, f"{dax_region}/{d}", d, bound) for d in found):
+            if bound is None:
+                sleep(0.5)  # past the last block: add_memory's online step, see apply_region
+            return found
+        if clock() >= deadline:
             return found
         sleep(0.05)
+
+
+def _probed(sysfs: Sysfs, path: str, name: str, bound: Callable[[str], bool] | None) -> bool:
+    if not sysfs.exists(f"{path}/driver"):
+        return False
+    if bound is not None:
+        return bound(name)
+    if sysfs.link_name(f"{path}/driver") != DRIVER_KMEM:
+        return True
+    state = read_state(sysfs)
+    device = state.devices.get(name)
+    if device is None:
+        return False
+    return unsettled(device, state.blocks_of(name), state.hotplug) is None
 
 
 # --- the record of a build in progress ---------------------------------------------------------
@@ -311,6 +338,7 @@ def apply_regions(
     *,
     proc: Path,
     runtime: Path | None,
+    bound: Callable[[str], bool] | None = None,
 ) -> list[tuple[RegionPlan, RegionResult | None]]:
     """Every region of the policy, planned and carried out in policy order (each build changes
     the topology for the next: decoders, window space); ``state`` as read before. A new
@@ -331,6 +359,7 @@ def apply_regions(
                 plan,
                 runtime=runtime,
                 auto_online=str(auto_online) if auto_online is not None else None,
+                bound=bound,
             )
             topo = read_cxl_topology(sysfs)
             if result.ok and plan.verdict is RegionVerdict.CREATE:

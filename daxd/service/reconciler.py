@@ -103,13 +103,25 @@ class BindNews:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._added: set[str] = set()
+        self._bound: set[str] = set()  # bind reported since the last add
 
     def note(self, action: str, name: str) -> None:
         with self._lock:
             if action == "add":
                 self._added.add(name)
+                self._bound.discard(name)
             elif action in ("bind", "unbind", "remove"):
                 self._added.discard(name)
+                if action == "bind":
+                    self._bound.add(name)
+                else:
+                    self._bound.discard(name)
+
+    def has_bound(self, name: str) -> bool:
+        """udev has reported the device's bind: its driver's probe is over (for kmem: the
+        memory is added, and onlined if the kernel was to)."""
+        with self._lock:
+            return name in self._bound
 
     def awaiting_bind(self, name: str) -> bool:
         with self._lock:
@@ -140,7 +152,9 @@ class Reconciler:
     def regions(self) -> RegionKeeper:
         if self._regions is None:
             roots = self.config.roots
-            self._regions = RegionKeeper(self.config.sysfs, roots.proc, roots.runtime)
+            self._regions = RegionKeeper(
+                self.config.sysfs, roots.proc, roots.runtime, bound=self.news.has_bound
+            )
         return self._regions
 
     def run_pass(self, batch: Batch) -> PassReport:

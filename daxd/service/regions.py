@@ -76,6 +76,7 @@ class RegionKeeper:
     sysfs: Sysfs
     proc: Path = Path("/proc")
     runtime: Path | None = None  # records of builds in progress (daxd.apply.cxl_regions)
+    bound: Callable[[str], bool] | None = None  # udev reported the dax device's bind
     status: dict[str, RegionStatus] = field(default_factory=dict)
     clock: Callable[[], int] = lambda: time.time_ns() // 1000
 
@@ -88,14 +89,17 @@ class RegionKeeper:
         if state is None:
             state = read_state(self.sysfs)
         built: list[str] = []
-        done = apply_regions(self.sysfs, policy, state, proc=self.proc, runtime=self.runtime)
+        done = apply_regions(
+            self.sysfs, policy, state, proc=self.proc, runtime=self.runtime, bound=self.bound
+        )
+        absent = {s.name for s in policy.regions if s.state == "absent"}
         for plan, result in done:
             out.plans[plan.name] = plan
             if result is not None:
                 out.results[plan.name] = result
                 if plan.region is not None:
                     built.append(plan.region)
-            self._record(plan, result)
+            self._record(plan, result, absent=plan.name in absent)
         for name in set(self.status) - {s.name for s in policy.regions}:
             del self.status[name]
         out.built = tuple(built)
@@ -103,9 +107,11 @@ class RegionKeeper:
         out.releasing = any(p.verdict is RegionVerdict.RELEASE for p in out.plans.values())
         return out
 
-    def _record(self, plan: RegionPlan, result: RegionResult | None) -> None:
+    def _record(self, plan: RegionPlan, result: RegionResult | None, *, absent: bool) -> None:
         before = self.status.get(plan.name)
         state = _STATES[plan.verdict]
+        if absent and plan.verdict is RegionVerdict.IN_SYNC:
+            state = "absent"  # as the policy asks
         error = ""
         devices = plan.devices
         if result is not None:

@@ -238,3 +238,23 @@ def test_a_new_regions_device_no_rule_takes_is_onlined_as_the_kernel_would(
     assert blocks
     assert all(b.online for b in blocks)  # "online": the kernel's zone for it
     assert fake_kernel.sysfs.read("devices/system/memory/auto_online_blocks") == "online"
+
+
+def test_auto_onlining_stays_off_until_udev_reports_the_bind(
+    fake_kernel: FakeKernel, tmp_path: Path
+) -> None:
+    """The driver link is there from the start of kmem's probe; the kernel decides whether to
+    online at its end: only the bind event says the switch may go back."""
+    machine(fake_kernel)
+    seen: list[str | None] = []
+
+    def bound(name: str) -> bool:
+        seen.append(fake_kernel.sysfs.read("devices/system/memory/auto_online_blocks"))
+        return len(seen) > 3
+
+    r = apply_region(
+        fake_kernel.sysfs, plan(fake_kernel, spec(A)), auto_online="online", bound=bound
+    )
+    assert r.ok, r.error
+    assert seen == ["offline"] * 4
+    assert fake_kernel.sysfs.read("devices/system/memory/auto_online_blocks") == "online"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from daxd.kernel.cxl_topology import read_cxl_topology
+from daxd.service.reconciler import BindNews
 from daxd.service.status import DeviceState
 from tests.apply.test_cxl_region_apply import A, B, machine
 from tests.fakekernel import FakeKernel, MiB
@@ -151,3 +152,15 @@ def test_reload_to_absent_offlines_then_tears_down(fake_kernel: FakeKernel, tmp_
             await stop(h, task)
 
         run(scenario())
+
+
+def test_bind_news_says_bound_only_after_the_bind_of_the_last_add() -> None:
+    news = BindNews()
+    assert not news.has_bound("dax2.0")
+    news.note("add", "dax2.0")
+    assert not news.has_bound("dax2.0")
+    news.note("bind", "dax2.0")
+    assert news.has_bound("dax2.0")
+    news.note("remove", "dax2.0")
+    news.note("add", "dax2.0")  # the region made again
+    assert not news.has_bound("dax2.0")
