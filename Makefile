@@ -14,7 +14,7 @@ BUSCTL ?= /usr/bin/busctl
 # Debian's pip refuses to touch the system environment without this (PEP 668).
 PIP_FLAGS ?= --no-deps --no-build-isolation --no-warn-script-location --break-system-packages
 
-DBUS_INTERFACES = org.daxd.Daxd1.Manager.xml org.daxd.Daxd1.Device.xml
+DBUS_INTERFACES = org.daxd.Daxd1.Manager.xml org.daxd.Daxd1.Device.xml org.daxd.Daxd1.Region.xml
 
 .PHONY: all install install-python install-data uninstall test demo FORCE
 all: build/daxd.service build/interfaces

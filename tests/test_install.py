@@ -42,6 +42,7 @@ def test_make_install_into_destdir(tmp_path: Path) -> None:
     assert sorted(p.name for p in interfaces.iterdir()) == [
         "org.daxd.Daxd1.Device.xml",
         "org.daxd.Daxd1.Manager.xml",
+        "org.daxd.Daxd1.Region.xml",
     ]
     for name, interface in dbus_xml.interfaces().items():
         text = (interfaces / f"{name}.xml").read_text()

@@ -14,8 +14,10 @@ from typing import Any
 BUS_NAME = "org.daxd.Daxd1"
 MANAGER_PATH = "/org/daxd/Daxd1"
 DEVICES_PATH = MANAGER_PATH + "/devices"
+REGIONS_PATH = MANAGER_PATH + "/regions"
 MANAGER_INTERFACE = "org.daxd.Daxd1.Manager"
 DEVICE_INTERFACE = "org.daxd.Daxd1.Device"
+REGION_INTERFACE = "org.daxd.Daxd1.Region"
 OBJECT_MANAGER_INTERFACE = "org.freedesktop.DBus.ObjectManager"
 PROPERTIES_INTERFACE = "org.freedesktop.DBus.Properties"
 

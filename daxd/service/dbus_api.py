@@ -10,22 +10,26 @@ The daemon owns the state; this module only publishes it and forwards requests:
     api.set_manager(status)                     # PropertiesChanged with only what changed
     api.set_device(status)                      # new: object + InterfacesAdded; else the diff
     api.remove_device("dax0.0")                 # object gone + InterfacesRemoved
+    api.set_region(region_status)               # a region of the policy: as set_device
+    api.remove_region("pair")
     api.action_completed("dax0.0", "online", "ok", "")
     ...
     await api.stop()
 
-All of ``set_*``/``remove_device``/``action_completed`` are plain synchronous calls that must be
+All of ``set_*``/``remove_*``/``action_completed`` are plain synchronous calls that must be
 made from the event loop thread that runs the bus.
 
 Objects: ``/org/daxd/Daxd1`` is the ``org.freedesktop.DBus.ObjectManager`` and carries
 ``org.daxd.Daxd1.Manager``; each device is ``/org/daxd/Daxd1/devices/<escaped name>`` with
-``org.daxd.Daxd1.Device`` (see :func:`device_object_path`).
+``org.daxd.Daxd1.Device`` (see :func:`device_object_path`); each region of the policy is
+``/org/daxd/Daxd1/regions/<escaped name>`` with ``org.daxd.Daxd1.Region`` (see
+:func:`region_object_path`).
 
 dbus-fast treats every exported path as an object manager of its own and, on export/unexport,
 emits ``InterfacesAdded``/``InterfacesRemoved`` from the exported object's own path (and for the
 manager object itself).  Clients such as GDBusObjectManagerClient and sd-bus only listen on the
 manager's path, so this module suppresses those and emits the signals itself, from
-``/org/daxd/Daxd1``, for device objects only.
+``/org/daxd/Daxd1``, for device and region objects only.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import socket
 import string
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dbus_fast import (
     BusType,
@@ -68,6 +72,8 @@ from daxd.service.bus_names import (
     MANAGER_INTERFACE,
     MANAGER_PATH,
     OBJECT_MANAGER_INTERFACE,
+    REGION_INTERFACE,
+    REGIONS_PATH,
     system_bus_address,
 )
 from daxd.service.dbus_objects import (
@@ -77,6 +83,8 @@ from daxd.service.dbus_objects import (
     ManagerInterface,
     NoSuchDeviceError,
     PolicyInvalidError,
+    RegionInterface,
+    RegionValues,
     StatusInterface,
     checked_options,
     method_signatures,
@@ -84,6 +92,9 @@ from daxd.service.dbus_objects import (
 from daxd.service.dbus_values import to_dbus
 from daxd.service.malloc import pin_thresholds
 from daxd.service.status import DeviceStatus, ManagerStatus
+
+if TYPE_CHECKING:
+    from daxd.service.regions import RegionStatus
 
 __all__ = [
     "BUS_NAME",
@@ -95,6 +106,8 @@ __all__ = [
     "ERROR_POLICY_INVALID",
     "MANAGER_INTERFACE",
     "MANAGER_PATH",
+    "REGIONS_PATH",
+    "REGION_INTERFACE",
     "BusNameError",
     "Controller",
     "DBusApi",
@@ -102,6 +115,8 @@ __all__ = [
     "PolicyInvalidError",
     "connect_system_bus",
     "device_object_path",
+    "region_name",
+    "region_object_path",
 ]
 
 POLICY_FILE = "/usr/share/dbus-1/system.d/org.daxd.Daxd1.conf"
@@ -141,6 +156,8 @@ _RELEASE_SIZE = 256 << 10
 _READ_BATCH = 32
 _MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
 _PATH_CHARS = frozenset(string.ascii_letters + string.digits)
+_HEX = frozenset("0123456789abcdef")
+_OWN_INTERFACES = frozenset({MANAGER_INTERFACE, DEVICE_INTERFACE, REGION_INTERFACE})
 
 _log = logging.getLogger(__name__)
 
@@ -194,6 +211,50 @@ def device_object_path(name: str) -> str:
         else:
             parts.extend(f"_{byte:02x}" for byte in char.encode())
     return f"{DEVICES_PATH}/{''.join(parts)}"
+
+
+def region_object_path(name: str) -> str:
+    """The object path of a policy region: ``/org/daxd/Daxd1/regions/<escaped name>``.
+
+    As sd_bus_path_encode(): every UTF-8 byte outside [A-Za-z0-9] becomes ``_xx`` (lower-case
+    hex), ``_`` itself included, and the empty name ``_``; so the path is one valid element for
+    any name and :func:`region_name` gives the name back.  ``cxl pair`` -> ``cxl_20pair``.
+    """
+    if not name:
+        return f"{REGIONS_PATH}/_"
+    parts = [chr(byte) if chr(byte) in _PATH_CHARS else f"_{byte:02x}" for byte in name.encode()]
+    return f"{REGIONS_PATH}/{''.join(parts)}"
+
+
+def region_name(path: str) -> str:
+    """The region name of :func:`region_object_path`'s ``path`` (sd_bus_path_decode());
+    ValueError for a path it does not make."""
+    prefix = REGIONS_PATH + "/"
+    if not path.startswith(prefix):
+        raise ValueError(f"{path[:64]!r} is not below {REGIONS_PATH}")
+    element = path[len(prefix) :]
+    if element == "_":
+        return ""
+    out = bytearray()
+    i = 0
+    try:
+        while i < len(element):
+            escaped = element[i + 1 : i + 3]
+            if element[i] in _PATH_CHARS:
+                out.append(ord(element[i]))
+                i += 1
+            elif element[i] == "_" and len(escaped) == 2 and set(escaped) <= _HEX:
+                out.append(int(escaped, 16))
+                i += 3
+            else:
+                raise ValueError(element)
+        name: str | None = out.decode()
+    except ValueError:  # UnicodeDecodeError too
+        name = None
+    # One path per name: "_41" is not "A", nor "__" the empty name.
+    if name is None or region_object_path(name) != path:
+        raise ValueError(f"{path[:64]!r} is not the path of a region")
+    return name
 
 
 def _machine_id() -> str | None:
@@ -424,6 +485,7 @@ class DBusApi:
         _checked_values(self._manager, "the manager status")  # fail here, not in GetAll
         self._devices: dict[str, DeviceInterface] = {}  # by object path
         self._paths: dict[str, str] = {}  # device name -> object path
+        self._regions: dict[str, RegionInterface] = {}  # by object path (one per name)
         self._bus: MessageBus | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._method_signatures = self._own_method_signatures()
@@ -449,6 +511,8 @@ class DBusApi:
         _export_quietly(bus, MANAGER_PATH, self._manager)
         for path, device in self._devices.items():
             _export_quietly(bus, path, device)
+        for path, region in self._regions.items():
+            _export_quietly(bus, path, region)
         try:
             reply = await bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
         except DBusError as exc:
@@ -492,6 +556,8 @@ class DBusApi:
         _unexport_quietly(bus, MANAGER_PATH, self._manager)
         for path, device in self._devices.items():
             _unexport_quietly(bus, path, device)
+        for path, region in self._regions.items():
+            _unexport_quietly(bus, path, region)
         self._bus = None
 
     @staticmethod
@@ -582,6 +648,55 @@ class DBusApi:
             _unexport_quietly(self._bus, path, device)
             self._send_object_manager_signal("InterfacesRemoved", "oas", [path, [DEVICE_INTERFACE]])
         self._publish_devices()
+
+    @property
+    def region_names(self) -> list[str]:
+        return [region.values.name for region in self._regions.values()]
+
+    def published_region(self, name: str) -> RegionValues | None:
+        """What is published of the policy region ``name``; None when it has no object."""
+        region = self._regions.get(region_object_path(name))
+        return None if region is None else region.values
+
+    def set_region(self, status: RegionStatus) -> None:
+        """Add or update a region of the policy, as :meth:`set_device` does a device (without a
+        manager property listing them: the ObjectManager does).  ValueError, and nothing
+        changed, for values that do not fit their D-Bus type or a name whose path is longer
+        than the Properties calls daxd answers."""
+        values = RegionValues.of(status)
+        path = region_object_path(status.name)
+        if len(path) > _MAX_PATH:
+            raise ValueError(f"region {status.name[:64]!r}: its object path is too long")
+        region = self._regions.get(path)
+        if region is None:
+            region = RegionInterface(values)
+            wire = _checked_values(region, f"region {status.name!r}")
+            self._regions[path] = region
+            if self._bus is not None:
+                _export_quietly(self._bus, path, region)
+                self._send_object_manager_signal(
+                    "InterfacesAdded", "oa{sa{sv}}", [path, {REGION_INTERFACE: wire}]
+                )
+            return
+        old = region.dbus_values()
+        previous = region.values
+        region.values = values
+        try:
+            new = _checked_values(region, f"region {status.name!r}")
+        except ValueError:
+            region.values = previous
+            raise
+        self._emit_changed(region, old, new)
+
+    def remove_region(self, name: str) -> None:
+        """Remove a region's object (``InterfacesRemoved``); unknown names are ignored."""
+        path = region_object_path(name)
+        region = self._regions.pop(path, None)
+        if region is None:
+            return
+        if self._bus is not None:
+            _unexport_quietly(self._bus, path, region)
+            self._send_object_manager_signal("InterfacesRemoved", "oas", [path, [REGION_INTERFACE]])
 
     def action_completed(self, device: str, action: str, result: str, message: str) -> None:
         """Emit ``ActionCompleted(device, action, result, message)`` on the manager object."""
@@ -679,14 +794,18 @@ class DBusApi:
             self._reply(msg, self._get_all(msg))
             return True
         if msg.path == MANAGER_PATH:
-            interface = msg.interface or MANAGER_INTERFACE
+            own = MANAGER_INTERFACE
         elif msg.path in self._devices:
-            interface = msg.interface or DEVICE_INTERFACE
+            own = DEVICE_INTERFACE
+        elif msg.path in self._regions:
+            own = REGION_INTERFACE
         else:
             return False
-        if (msg.path == MANAGER_PATH) != (interface == MANAGER_INTERFACE):
+        interface = msg.interface or own
+        if interface in _OWN_INTERFACES and interface != own:
             # Each object has its own interface's methods: a device object must not answer
-            # Manager.Reload, nor the manager Device.Reconcile (dbus-fast says no such method).
+            # Manager.Reload, nor the manager or a region Device.Reconcile (dbus-fast says no
+            # such method).
             return False
         expected = self._method_signatures.get((interface, msg.member))
         if expected is None:
@@ -711,9 +830,12 @@ class DBusApi:
 
     def _get_all(self, msg: Message) -> Message:
         """Properties.GetAll(""): every property of every interface at ``msg.path``."""
-        interface: StatusInterface | None = (
-            self._manager if msg.path == MANAGER_PATH else self._devices.get(msg.path or "")
-        )
+        path = msg.path or ""
+        interface: StatusInterface | None = self._manager if path == MANAGER_PATH else None
+        if interface is None:
+            interface = self._devices.get(path)
+        if interface is None:
+            interface = self._regions.get(path)
         if interface is None:
             return Message.new_error(msg, ErrorType.UNKNOWN_OBJECT.value, "no object at this path")
         try:

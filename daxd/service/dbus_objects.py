@@ -29,6 +29,7 @@ from daxd.service.bus_names import (
     ERROR_PERMISSION_DENIED,
     ERROR_POLICY_INVALID,
     MANAGER_INTERFACE,
+    REGION_INTERFACE,
 )
 from daxd.service.dbus_values import hotplug_record, to_dbus
 from daxd.service.status import DeviceStatus, ManagerStatus
@@ -48,6 +49,10 @@ if TYPE_CHECKING:
     DBusRecord = dict[str, Variant]
     DBusRecords = list[dict[str, Variant]]
     ActionCompletedArgs = list[str]
+
+    # Not at run time: it brings the policy and pydantic, which `make build/interfaces`
+    # (daxd.service.dbus_xml) must do without.
+    from daxd.service.regions import RegionStatus
 else:
     DBusStr = "s"
     DBusBool = "b"
@@ -378,6 +383,130 @@ class DeviceInterface(StatusInterface):
         raise DBusError(ERROR_PERMISSION_DENIED, "Reconcile is not available")
 
 
+@dataclass(frozen=True)
+class RegionValues:
+    """A region of the policy as org.daxd.Daxd1.Region publishes it: what the daemon keeps
+    (daxd.service.regions.RegionStatus), with "" and 0 where it has nothing."""
+
+    name: str
+    location: str = ""
+    state: str = ""
+    reason: str = ""
+    region: str = ""
+    window: str = ""
+    memdevs: tuple[str, ...] = ()
+    size: int = 0
+    devices: tuple[str, ...] = ()
+    last_error: str = ""
+    last_change: int = 0
+
+    @classmethod
+    def of(cls, status: "RegionStatus") -> "RegionValues":
+        return cls(
+            name=status.name,
+            location=status.location,
+            state=status.state,
+            reason=status.reason,
+            region=status.region or "",
+            window=status.window or "",
+            memdevs=tuple(status.memdevs),
+            size=status.size or 0,
+            devices=tuple(status.devices),
+            last_error=status.last_error,
+            last_change=status.last_change,
+        )
+
+
+class RegionInterface(StatusInterface):
+    """``org.daxd.Daxd1.Region``: one CXL region of the policy (its ``regions:`` section) and
+    how far daxd got with it.  Read-only: the policy file is what changes a region."""
+
+    DOC = (
+        "One CXL region of the policy's regions: section, as daxd last found or left it: "
+        "built (present), torn down as asked (absent), or why not. Every property emits "
+        "PropertiesChanged with its value."
+    )
+
+    def __init__(self, values: RegionValues) -> None:
+        super().__init__(REGION_INTERFACE)
+        self.values = values
+
+    @documented("The region's name in the policy (any printable text).")
+    @dbus_property(access=PropertyAccess.READ)
+    def Name(self) -> DBusStr:
+        return self.values.name
+
+    @documented("Where the policy describes it: FILE:LINE.")
+    @dbus_property(access=PropertyAccess.READ)
+    def Location(self) -> DBusStr:
+        return self.values.location
+
+    @documented(
+        "present (built as described), absent (state: absent in the policy, and not there), "
+        "waiting (a memdev it names is not on the cxl bus yet), refused (cannot be built or "
+        "torn down as described: Reason says why), failed (the last build or teardown failed: "
+        "LastError), releasing (state: absent, its memory is being taken offline first)."
+    )
+    @dbus_property(access=PropertyAccess.READ)
+    def State(self) -> DBusStr:
+        return self.values.state
+
+    @documented(
+        "Why, in words (e.g. 'waiting for serial 0x1001: not on the cxl bus', or what was "
+        "built: 'create region2: 512M in decoder0.2, 2 ways, granularity 8K'); empty: nothing "
+        "to say."
+    )
+    @dbus_property(access=PropertyAccess.READ)
+    def Reason(self) -> DBusStr:
+        return self.values.reason
+
+    @documented(
+        "The kernel's region now (region2: a name the kernel hands out again, never in the "
+        "policy), existing or the one being built; empty: none."
+    )
+    @dbus_property(access=PropertyAccess.READ)
+    def Region(self) -> DBusStr:
+        return self.values.region
+
+    @documented(
+        "The root decoder (CXL window) the region is or would be in, decoder0.2; empty: none."
+    )
+    @dbus_property(access=PropertyAccess.READ)
+    def Window(self) -> DBusStr:
+        return self.values.window
+
+    @documented(
+        "Its memdevs in interleave position order, as the name now and the serial number: "
+        "'mem1 (serial 0x1000)'."
+    )
+    @dbus_property(access=PropertyAccess.READ)
+    def Memdevs(self) -> DBusStrings:
+        return list(self.values.memdevs)
+
+    @documented("Size in bytes; 0: not known (e.g. while waiting for a memdev).")
+    @dbus_property(access=PropertyAccess.READ)
+    def Size(self) -> DBusUInt64:
+        return self.values.size
+
+    @documented("The DAX devices the region brings (dax2.0), each an org.daxd.Daxd1.Device object.")
+    @dbus_property(access=PropertyAccess.READ)
+    def Devices(self) -> DBusStrings:
+        return list(self.values.devices)
+
+    @documented("Why the last build or teardown failed; empty: it did not.")
+    @dbus_property(access=PropertyAccess.READ)
+    def LastError(self) -> DBusStr:
+        return self.values.last_error
+
+    @documented(
+        "When State, Reason or LastError last changed, or daxd last wrote to the region: "
+        "microseconds of CLOCK_REALTIME; 0: never."
+    )
+    @dbus_property(access=PropertyAccess.READ)
+    def LastChange(self) -> DBusUInt64:
+        return self.values.last_change
+
+
 class ManagerInterface(StatusInterface):
     """``org.daxd.Daxd1.Manager``: the daemon itself.
 
@@ -389,9 +518,10 @@ class ManagerInterface(StatusInterface):
 
     DOC = (
         "The daxd daemon: the policy in force, the devices it publishes (one "
-        "org.daxd.Daxd1.Device object each, listed by the ObjectManager on this object) and the "
-        "calls that change them (root only). Version 1 of the API: within it nothing is removed "
-        "or renamed and no type changes; keys, members and enum values may be added."
+        "org.daxd.Daxd1.Device object each) and the CXL regions of the policy (one "
+        "org.daxd.Daxd1.Region object each), listed by the ObjectManager on this object, and "
+        "the calls that change them (root only). Version 1 of the API: within it nothing is "
+        "removed or renamed and no type changes; keys, members and enum values may be added."
     )
 
     def __init__(

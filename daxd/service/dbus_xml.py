@@ -2,11 +2,12 @@
 
     python -m daxd.service.dbus_xml DIR
 
-writes ``DIR/org.daxd.Daxd1.Manager.xml`` and ``DIR/org.daxd.Daxd1.Device.xml`` (``make install``
-puts them in /usr/share/dbus-1/interfaces).  Each is one ``<node>`` holding one ``<interface>``,
-as dbus-fast introspects it, with the ``org.gtk.GDBus.DocString`` annotations of
-:mod:`daxd.service.dbus_objects`: the running daemon's ``Introspect`` shows the same (the test
-suite compares them), and ``gdbus-codegen`` takes these files as they are.
+writes ``DIR/org.daxd.Daxd1.Manager.xml``, ``DIR/org.daxd.Daxd1.Device.xml`` and
+``DIR/org.daxd.Daxd1.Region.xml`` (``make install`` puts them in /usr/share/dbus-1/interfaces).
+Each is one ``<node>`` holding one ``<interface>``, as dbus-fast introspects it, with the
+``org.gtk.GDBus.DocString`` annotations of :mod:`daxd.service.dbus_objects`: the running daemon's
+``Introspect`` shows the same (the test suite compares them), and ``gdbus-codegen`` takes these
+files as they are.
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ from pathlib import Path
 from dbus_fast.service import ServiceInterface
 
 from daxd import __version__
-from daxd.service.bus_names import DEVICE_INTERFACE, MANAGER_INTERFACE
-from daxd.service.dbus_objects import DeviceInterface, ManagerInterface
+from daxd.service.bus_names import DEVICE_INTERFACE, MANAGER_INTERFACE, REGION_INTERFACE
+from daxd.service.dbus_objects import (
+    DeviceInterface,
+    ManagerInterface,
+    RegionInterface,
+    RegionValues,
+)
 from daxd.service.status import DeviceState, DeviceStatus, ManagerStatus
 
 DOCTYPE = (
@@ -39,6 +45,7 @@ def interfaces() -> dict[str, ServiceInterface]:
     return {
         MANAGER_INTERFACE: ManagerInterface(manager, lambda: ()),
         DEVICE_INTERFACE: DeviceInterface(device),
+        REGION_INTERFACE: RegionInterface(RegionValues("region")),
     }
 
 

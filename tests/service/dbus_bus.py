@@ -30,6 +30,7 @@ from daxd.service.dbus_api import (
     DBusApi,
     connect_system_bus,
 )
+from daxd.service.regions import RegionStatus
 from daxd.service.status import DeviceState, DeviceStatus, ManagerStatus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -523,12 +524,15 @@ async def running_api(
     controller: FakeController,
     devices: Sequence[DeviceStatus] = (),
     manager: ManagerStatus = MANAGER,
+    regions: Sequence[RegionStatus] = (),
 ) -> AsyncIterator[DBusApi]:
     """The API on its own connection to the bus named by $DBUS_SYSTEM_BUS_ADDRESS."""
     connection = await connect_system_bus()
     api = DBusApi(controller, manager)
     for status in devices:
         api.set_device(status)
+    for region in regions:
+        api.set_region(region)
     try:
         await api.start(connection)
         yield api
