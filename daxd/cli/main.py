@@ -408,8 +408,11 @@ def _status(args: argparse.Namespace, sysfs: Sysfs, live: bool) -> int:
     if found is None:
         print("daxd is not running; showing what sysfs tells", file=sys.stderr)
         return _list(args, sysfs)
-    manager, devices = found
-    print(status_json(manager, devices) if args.json else status_text(manager, devices))
+    manager, devices, regions = found
+    if args.json:
+        print(status_json(manager, devices, regions))
+    else:
+        print(status_text(manager, devices, regions))
     return exitcodes.OK
 
 

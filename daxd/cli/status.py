@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from daxd.cli.render import cxl_text, human_size, table
@@ -14,9 +15,12 @@ DEVICE_FIELDS = (
     "DesiredMode", "State", "LastError", "LastChange", "Cxl",
 )  # fmt: skip
 
+# The manager's properties, the devices' and the policy regions' (each sorted by name).
+Published = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]
 
-async def _fetch(timeout: float) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
-    """(manager properties, device properties), or None when daxd is not on the bus."""
+
+async def _fetch(timeout: float) -> Published | None:
+    """What daxd publishes, or None when daxd is not on the bus."""
     from dbus_fast import Message, MessageType
 
     from daxd.service.bus_names import (
@@ -24,6 +28,7 @@ async def _fetch(timeout: float) -> tuple[dict[str, Any], list[dict[str, Any]]] 
         DEVICE_INTERFACE,
         MANAGER_PATH,
         OBJECT_MANAGER_INTERFACE,
+        REGION_INTERFACE,
         connect_client,
         manager_properties,
     )
@@ -55,23 +60,30 @@ async def _fetch(timeout: float) -> tuple[dict[str, Any], list[dict[str, Any]]] 
     if manager_props is None:
         return None
     manager = {k: unwrap(v) for k, v in manager_props.items()}
-    devices = []
+    devices: list[dict[str, Any]] = []
+    regions: list[dict[str, Any]] = []
     for interfaces in reply.body[0].values():
-        props = interfaces.get(DEVICE_INTERFACE)
-        if props is not None:
-            devices.append({k: unwrap(v) for k, v in props.items()})
+        for interface, found in ((DEVICE_INTERFACE, devices), (REGION_INTERFACE, regions)):
+            props = interfaces.get(interface)
+            if props is not None:
+                found.append({k: unwrap(v) for k, v in props.items()})
     devices.sort(key=lambda d: str(d.get("Name", "")))
-    return manager, devices
+    regions.sort(key=lambda r: str(r.get("Name", "")))
+    return manager, devices, regions
 
 
-def daemon_status(timeout: float = 3.0) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+def daemon_status(timeout: float = 3.0) -> Published | None:
     try:
         return asyncio.run(_fetch(timeout))
     except Exception:  # any bus trouble means: ask sysfs instead
         return None
 
 
-def status_text(manager: dict[str, Any], devices: list[dict[str, Any]]) -> str:
+def status_text(
+    manager: dict[str, Any],
+    devices: list[dict[str, Any]],
+    regions: Sequence[Mapping[str, Any]] = (),
+) -> str:
     lines = [f"daxd {manager.get('Version', '?')}: {manager.get('Summary', '')}"]
     lines.append(f"policy: {manager.get('PolicyPath', '?')}")
     if manager.get("PolicyError"):
@@ -84,6 +96,8 @@ def status_text(manager: dict[str, Any], devices: list[dict[str, Any]]) -> str:
         lines.append(f"conflict: {c}")
     for d in manager.get("Diagnostics", []):
         lines.append(f"sysfs: {d}")
+    # The policy's regions first: the devices they bring follow from them (as `daxd list`).
+    lines += [region_line(r) for r in regions]
     if devices:
         rows = [
             ["DEVICE", "PROVIDER", "SIZE", "MODE", "ZONE", "ONLINE", "MOVABLE", "NORMAL",
@@ -118,6 +132,18 @@ def status_text(manager: dict[str, Any], devices: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def region_line(region: Mapping[str, Any]) -> str:
+    """One org.daxd.Daxd1.Region in a line: ``region NAME: STATE (regionR): REASON``."""
+    line = f"region {region.get('Name')}: {region.get('State')}"
+    if region.get("Region"):
+        line += f" ({region['Region']})"
+    if region.get("Reason"):
+        line += f": {region['Reason']}"
+    if region.get("LastError"):
+        line += f"; error: {region['LastError']}"
+    return line
+
+
 def hotplug_text(hotplug: dict[str, Any]) -> str:
     """Manager.Hotplug in one line: the keys the kernel shows."""
     parts = []
@@ -133,9 +159,13 @@ def hotplug_text(hotplug: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def status_json(manager: dict[str, Any], devices: list[dict[str, Any]]) -> str:
+def status_json(
+    manager: dict[str, Any],
+    devices: list[dict[str, Any]],
+    regions: Sequence[Mapping[str, Any]] = (),
+) -> str:
     return json.dumps(
         {"format": 1, "kind": "status", "source": "daemon", "manager": manager,
-         "devices": devices},
+         "devices": devices, "regions": [dict(r) for r in regions]},
         indent=2,
     )  # fmt: skip

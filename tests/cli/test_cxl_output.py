@@ -11,7 +11,7 @@ import pytest
 from dbus_fast import Variant
 
 from daxd.cli.render import cxl_text
-from daxd.cli.status import status_text
+from daxd.cli.status import status_json, status_text
 from daxd.service.dbus_values import APPLY_ENTRY, CXL, apply_entry_from_dbus, to_dbus
 from tests.cli.helpers import Ran, daxd, devices
 from tests.fakekernel import FakeKernel, MiB
@@ -195,3 +195,31 @@ def test_status_text_names_the_identity() -> None:
     )
     assert "dax2.0: cxl: region2 decoder0.1 x1 serial 0x1001@hb52" in text.splitlines()
     assert "dax0.0: cxl" not in text
+
+
+def test_status_shows_each_region_before_the_devices_and_lists_them_in_json() -> None:
+    manager = {"Version": "0.1.0", "Summary": "1 device(s)", "PolicyPath": "/etc/daxd/p.yaml"}
+    dev = {
+        "Name": "dax2.0", "Provider": "cxl", "Size": 512 << 20, "Mode": "system-ram",
+        "Zone": "movable", "BlocksOnline": 4, "BlocksTotal": 4, "State": "applied", "Cxl": {},
+    }  # fmt: skip
+    pair = {
+        "Name": "pair", "State": "present", "Region": "region2", "Reason": "region2 exists",
+        "LastError": "", "Size": 512 << 20,
+    }  # fmt: skip
+    late = {"Name": "late", "State": "waiting", "Region": "", "Reason": "waiting for serial 0x2000"}
+    broken = {"Name": "b", "State": "failed", "Region": "region3", "Reason": "create region3",
+              "LastError": "commit: EBUSY"}  # fmt: skip
+    lines = status_text(manager, [dev], [pair, late, broken]).splitlines()
+    regions = [ln for ln in lines if ln.startswith("region ")]
+    assert regions == [
+        "region pair: present (region2): region2 exists",
+        "region late: waiting: waiting for serial 0x2000",
+        "region b: failed (region3): create region3; error: commit: EBUSY",
+    ]
+    assert lines.index(regions[-1]) < next(i for i, ln in enumerate(lines) if "DEVICE" in ln)
+    assert not [ln for ln in status_text(manager, [dev]).splitlines() if ln.startswith("region")]
+    doc = json.loads(status_json(manager, [dev], [pair]))
+    assert doc["regions"] == [pair]
+    assert doc["devices"] == [dev]
+    assert json.loads(status_json(manager, [dev]))["regions"] == []
