@@ -42,6 +42,7 @@ from daxd.service.conflicts import find_conflicts
 from daxd.service.events import Event, EventSource, Overflow
 from daxd.service.notify import Notifier, watchdog_interval
 from daxd.service.reconciler import Batch, PassReport, Reconciler, ReconcilerConfig, now_usec
+from daxd.service.regions import RegionStatus
 from daxd.service.status import DeviceStatus, ManagerStatus
 
 log = logging.getLogger("daxd")
@@ -66,6 +67,10 @@ class Publisher(Protocol):
 
     def remove_device(self, name: str) -> None: ...
 
+    def set_region(self, status: RegionStatus) -> None: ...
+
+    def remove_region(self, name: str) -> None: ...
+
     def action_completed(self, device: str, action: str, result: str, message: str) -> None: ...
 
 
@@ -77,6 +82,12 @@ class NullPublisher:
         pass
 
     def remove_device(self, name: str) -> None:
+        pass
+
+    def set_region(self, status: RegionStatus) -> None:
+        pass
+
+    def remove_region(self, name: str) -> None:
         pass
 
     def action_completed(self, device: str, action: str, result: str, message: str) -> None:
@@ -154,6 +165,7 @@ class Daemon:
         self._idle = asyncio.Event()
         self._cxl_news = asyncio.Event()  # a memdev or region came or went
         self.regions: tuple[dict[str, Any], ...] = ()  # the policy's regions, as last looked at
+        self.published_regions: dict[str, RegionStatus] = {}  # what the publisher was given
         self._stop = threading.Event()
         self._stopped = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -397,11 +409,31 @@ class Daemon:
             self.diagnostics = report.diagnostics
         if report.regions is not None:
             self.regions = report.regions
+            self._publish_regions()
         self._plans.update(report.plans)
         for name in report.gone:
             self._plans.pop(name, None)
         names = sorted(self._plans, key=device_sort_key)
         self._plan_records = tuple(r for n in names for r in plan_step_records(self._plans[n]))
+
+    def _publish_regions(self) -> None:
+        """Hand the publisher the regions that changed since the last pass, and drop those the
+        policy no longer has.  Read from the keeper rather than the report's entries, which
+        leave out when each last changed: the pass has ended and the one worker thread, their
+        owner, takes no batch before this returns."""
+        now = {s.name: s for s in self.reconciler.regions.status.values()}
+        for name in [n for n in self.published_regions if n not in now]:
+            del self.published_regions[name]
+            self.publisher.remove_region(name)
+        for name, status in now.items():
+            if self.published_regions.get(name) == status:
+                continue
+            try:
+                self.publisher.set_region(status)
+            except ValueError as e:  # not published: tried again after the next pass
+                log.error("%s", e)
+                continue
+            self.published_regions[name] = status
 
     # ---- what the worker hands over (loop thread) -------------------------------------------
 

@@ -53,6 +53,19 @@ DEVICE_TYPES = {
     "LastChange": "t",
     "Cxl": "a{sv}",
 }
+REGION_TYPES = {
+    "Name": "s",
+    "Location": "s",
+    "State": "s",
+    "Reason": "s",
+    "Region": "s",
+    "Window": "s",
+    "Memdevs": "as",
+    "Size": "t",
+    "Devices": "as",
+    "LastError": "s",
+    "LastChange": "t",
+}
 MANAGER_TYPES = {
     "Version": "s",
     "PolicyPath": "s",
@@ -103,9 +116,14 @@ class Service:
 
 
 @asynccontextmanager
-async def running(kernel: FakeKernel, folder: Path, policy: str = POLICY) -> AsyncIterator[Service]:
-    """The daemon serving on the bus until the block ends; it must then stop cleanly (exit 0)."""
+async def running(
+    kernel: FakeKernel, folder: Path, policy: str = POLICY, region_wait: float | None = None
+) -> AsyncIterator[Service]:
+    """The daemon serving on the bus until the block ends; it must then stop cleanly (exit 0).
+    ``region_wait``: how long READY waits for the memdevs of the policy's regions."""
     with harness(kernel, folder, policy) as h:
+        if region_wait is not None:
+            h.daemon.config.region_wait = region_wait
         loop = asyncio.get_running_loop()
         task = loop.create_task(serve(h.daemon, use_bus=True))
         drain = loop.create_task(systemd(h))

@@ -15,6 +15,7 @@ from pathlib import Path
 from daxd.service.daemon import Daemon, DaemonConfig
 from daxd.service.events import SUBSYSTEMS, Event, Overflow
 from daxd.service.notify import Notifier
+from daxd.service.regions import RegionStatus
 from daxd.service.status import DeviceStatus, ManagerStatus
 from tests.fakekernel import FakeKernel
 from tests.fakekernel.events import Uevent
@@ -94,6 +95,9 @@ class RecordingPublisher:
     removed: list[str] = field(default_factory=list)
     managers: list[ManagerStatus] = field(default_factory=list)
     actions: list[tuple[str, str, str, str]] = field(default_factory=list)
+    regions: dict[str, RegionStatus] = field(default_factory=dict)
+    region_history: list[RegionStatus] = field(default_factory=list)
+    regions_removed: list[str] = field(default_factory=list)
 
     def set_manager(self, status: ManagerStatus) -> None:
         self.managers.append(status)
@@ -105,6 +109,14 @@ class RecordingPublisher:
     def remove_device(self, name: str) -> None:
         self.devices.pop(name, None)
         self.removed.append(name)
+
+    def set_region(self, status: RegionStatus) -> None:
+        self.regions[status.name] = status
+        self.region_history.append(status)
+
+    def remove_region(self, name: str) -> None:
+        self.regions.pop(name, None)
+        self.regions_removed.append(name)
 
     def action_completed(self, device: str, action: str, result: str, message: str) -> None:
         self.actions.append((device, action, result, message))

@@ -17,7 +17,14 @@ from typing import Any
 
 import pytest
 
-from daxd.service.bus_names import DEVICE_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH
+from daxd.service.bus_names import (
+    DEVICE_INTERFACE,
+    MANAGER_INTERFACE,
+    MANAGER_PATH,
+    REGION_INTERFACE,
+    REGIONS_PATH,
+)
+from tests.apply import test_cxl_region_apply as lab
 from tests.fakekernel import FakeKernel
 from tests.service.bus_daemon import machine, running
 from tests.service.dbus_bus import (
@@ -85,21 +92,25 @@ async def introspect(bus: PrivateSystemBus, path: str) -> str:
     return text
 
 
-def test_the_live_introspection_is_the_interface_files(
-    bus: PrivateSystemBus, fake_kernel: FakeKernel, tmp_path: Path
-) -> None:
-    machine(fake_kernel)
-    files = tmp_path / "interfaces"
+def interface_files(folder: Path) -> dict[str, Any]:
+    """What `python -m daxd.service.dbus_xml` writes, described."""
     subprocess.run(
-        [sys.executable, "-m", "daxd.service.dbus_xml", str(files)],
+        [sys.executable, "-m", "daxd.service.dbus_xml", str(folder)],
         cwd=REPO,
         check=True,
         capture_output=True,
     )
-    written = {
-        name: describe((files / f"{name}.xml").read_text())[name]
-        for name in (MANAGER_INTERFACE, DEVICE_INTERFACE)
+    return {
+        name: describe((folder / f"{name}.xml").read_text())[name]
+        for name in (MANAGER_INTERFACE, DEVICE_INTERFACE, REGION_INTERFACE)
     }
+
+
+def test_the_live_introspection_is_the_interface_files(
+    bus: PrivateSystemBus, fake_kernel: FakeKernel, tmp_path: Path
+) -> None:
+    machine(fake_kernel)
+    written = interface_files(tmp_path / "interfaces")
 
     async def scenario() -> dict[str, dict[str, Any]]:
         async with running(fake_kernel, tmp_path):
@@ -132,6 +143,37 @@ def test_the_live_introspection_is_the_interface_files(
         ("options", "a{sv}", "in"),
         ("record", "a{sv}", "out"),
     ]
+
+
+REGION_POLICY = """\
+regions:
+  - name: pair
+    memdevs: [0x1000, 0x1001]
+rules: []
+"""
+
+
+def test_a_region_introspects_as_its_interface_file(
+    bus: PrivateSystemBus, fake_kernel: FakeKernel, tmp_path: Path
+) -> None:
+    lab.machine(fake_kernel)
+    written = interface_files(tmp_path / "interfaces")
+
+    async def scenario() -> dict[str, Any]:
+        async with running(fake_kernel, tmp_path, REGION_POLICY):
+            return describe(await introspect(bus, f"{REGIONS_PATH}/pair"))
+
+    assert run_async(scenario) == {REGION_INTERFACE: written[REGION_INTERFACE]}
+    region = written[REGION_INTERFACE]["members"]
+    assert set(region) == {
+        *(f"property {p}" for p in ("Name", "Location", "State", "Reason", "Region", "Window")),
+        *(f"property {p}" for p in ("Memdevs", "Size", "Devices", "LastError", "LastChange")),
+    }
+    assert {access for _, access, _, _ in region.values()} == {"read"}
+    assert (
+        "org.daxd.Daxd1.Region"
+        in written[MANAGER_INTERFACE]["annotations"]["org.gtk.GDBus.DocString"]
+    )
 
 
 def test_device_reconcile_plan_and_apply_on_the_real_daemon(
