@@ -164,7 +164,7 @@ class Daemon:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._cxl_news = asyncio.Event()  # a memdev or region came or went
-        self.regions: tuple[dict[str, Any], ...] = ()  # the policy's regions, as last looked at
+        self.region_status: tuple[RegionStatus, ...] = ()  # the policy's, as last looked at
         self.published_regions: dict[str, RegionStatus] = {}  # what the publisher was given
         self._stop = threading.Event()
         self._stopped = asyncio.Event()
@@ -184,6 +184,11 @@ class Daemon:
         )
         self.ready = False
         self.exit_code = 0  # 1 after fail(): systemd (Restart=on-failure) starts daxd again
+
+    @property
+    def regions(self) -> tuple[dict[str, Any], ...]:
+        """The policy's regions as last looked at, as `daxd list` shows them."""
+        return tuple(s.json() for s in self.region_status)
 
     @property
     def reconciles(self) -> int:
@@ -408,7 +413,7 @@ class Daemon:
         if report.diagnostics is not None:
             self.diagnostics = report.diagnostics
         if report.regions is not None:
-            self.regions = report.regions
+            self.region_status = report.regions
             self._publish_regions()
         self._plans.update(report.plans)
         for name in report.gone:
@@ -418,10 +423,8 @@ class Daemon:
 
     def _publish_regions(self) -> None:
         """Hand the publisher the regions that changed since the last pass, and drop those the
-        policy no longer has.  Read from the keeper rather than the report's entries, which
-        leave out when each last changed: the pass has ended and the one worker thread, their
-        owner, takes no batch before this returns."""
-        now = {s.name: s for s in self.reconciler.regions.status.values()}
+        policy no longer has."""
+        now = {s.name: s for s in self.region_status}
         for name in [n for n in self.published_regions if n not in now]:
             del self.published_regions[name]
             self.publisher.remove_region(name)

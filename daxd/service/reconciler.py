@@ -28,7 +28,7 @@ from daxd.plan.planner import device_sort_key, plan_device
 from daxd.plan.steps import DevicePlan, Verdict
 from daxd.policy.model import Policy
 from daxd.service.drift import DriftAction, DriftFacts, decide, takes_memory_away
-from daxd.service.regions import RegionKeeper
+from daxd.service.regions import RegionKeeper, RegionStatus
 from daxd.service.status import DeviceState, DeviceStatus
 
 log = logging.getLogger("daxd")
@@ -56,7 +56,7 @@ class PassReport:
     results: dict[str, dict[str, Any]]  # apply entries of the requested devices
     gone: frozenset[str]  # devices that disappeared
     diagnostics: tuple[str, ...] | None = None  # what a full read found odd; None: no full read
-    regions: tuple[dict[str, Any], ...] | None = None  # the policy's regions; None: not looked at
+    regions: tuple[RegionStatus, ...] | None = None  # the policy's regions; None: not looked at
     waiting: tuple[str, ...] = ()  # regions whose memdevs are not all on the cxl bus
 
 
@@ -199,7 +199,7 @@ class Reconciler:
             region_pass = keeper.run(batch.policy)
         regions = None
         if region_pass is not None or not batch.policy.regions:
-            regions = tuple(st.json() for st in keeper.status.values())
+            regions = tuple(keeper.status.values())  # frozen: a snapshot for the loop thread
         return PassReport(
             self.hotplug,
             plans,
