@@ -125,3 +125,14 @@ def dbus_value(result: ScenarioResult, name: str) -> Any:
     data = result.json(name)
     assert isinstance(data, dict)
     return data["data"]
+
+
+def block_lines(text: str) -> dict[str, tuple[str, str]]:
+    """What ``lab_blocks DAXDEV > FILE`` wrote: memoryN -> (state, valid zones); a block that
+    was hot-removed meanwhile (no state to read) is ``gone``."""
+    out = {}
+    for line in text.splitlines():
+        name, *rest = line.split()
+        state, zones = (rest[0], rest[1:]) if rest else ("gone", [])
+        out[name] = (state, " ".join(zones))
+    return out

@@ -101,17 +101,6 @@ SETUP = r"""
 set -euo pipefail
 lab_wait_booted
 lab_cxl_wait 3
-mmap_check() {  # DAXDEV: map 2 MiB of /dev/DAXDEV, write a pattern, map again, read it back
-    python3 - "$1" <<'PY'
-import mmap, os, sys
-fd = os.open(f"/dev/{sys.argv[1]}", os.O_RDWR)
-pattern = os.urandom(4096)
-with mmap.mmap(fd, 2 << 20, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as m:
-    m[8192:12288] = pattern
-with mmap.mmap(fd, 2 << 20, mmap.MAP_SHARED, mmap.PROT_READ) as m:
-    print("ok" if m[8192:12288] == pattern else "differs")
-PY
-}
 region_of() { jq -r --arg n "$1" '.regions[] | select(.name == $n) | .region' "$2"; }
 dax_of() { jq -r --arg n "$1" '.regions[] | select(.name == $n) | .devices[0]' "$2"; }
 for s in 0x1000 0x1001 0x1002; do lab_fact "s.memdev.$s" "$(lab_cxl_memdev "$s")"; done
@@ -136,7 +125,7 @@ lab_fact a.single.region "$rs"; lab_fact a.single.dax "$ds"
 lab_fact a.pair.region "$rp"; lab_fact a.pair.dax "$dp"
 lab_blocks "$ds" > "$LAB_OUT/a-single-blocks.txt"
 lab_fact a.pair.driver "$(lab_driver "$dp")"
-lab_fact a.pair.mmap "$(mmap_check "$dp")"
+lab_fact a.pair.mmap "$(lab_mmap_check "$dp")"
 cxl list -R > "$LAB_OUT/a-cxl-regions.json"
 lab_journal_since build > "$LAB_OUT/a-journal.txt"
 
@@ -242,14 +231,6 @@ def run(lab: Lab, installed_disk: Path) -> ScenarioResult:
     ).check()
 
 
-def _blocks(text: str) -> dict[str, tuple[str, str]]:
-    out = {}
-    for line in text.splitlines():
-        name, state, *zones = line.split()
-        out[name] = (state, " ".join(zones))
-    return out
-
-
 def _setup(run: ScenarioResult) -> dict[str, str]:
     return f.facts(run.boots[0])
 
@@ -276,7 +257,7 @@ def test_a_regions_built_before_ready_and_the_rules_applied(run: ScenarioResult)
     # the interleave in target_list order, whatever order the policy named them in
     serials = [m.split("serial ")[1].rstrip(")") for m in regions["pair"]["memdevs"]]
     assert serials == ["0x1001", "0x1002"]
-    single = _blocks(_setup_file(run, "a-single-blocks.txt"))
+    single = f.block_lines(_setup_file(run, "a-single-blocks.txt"))
     assert single
     assert all(v == ("online", "Movable") for v in single.values()), single
     # The kernel did not online the new memory itself (into Normal, to be offlined again):
@@ -312,7 +293,7 @@ def test_c_committed_but_not_enabled_is_enabled(run: ScenarioResult) -> None:
         "no",
     )
     assert facts["c.enabled"] == "yes"
-    blocks = _blocks(_setup_file(run, "c-single-blocks.txt"))
+    blocks = f.block_lines(_setup_file(run, "c-single-blocks.txt"))
     assert blocks
     assert all(v == ("online", "Movable") for v in blocks.values()), blocks
     assert "committed but not enabled" in _setup_file(run, "c-journal.txt")
@@ -330,7 +311,7 @@ def test_d_absent_tears_down_after_offlining_and_present_rebuilds(run: ScenarioR
     assert "FAILED" not in journal, journal
     assert "Traceback" not in journal, journal
     assert facts["d.pair.driver"] == "device_dax"
-    single = _blocks(_setup_file(run, "d-single-blocks.txt"))
+    single = f.block_lines(_setup_file(run, "d-single-blocks.txt"))
     assert single
     assert all(v == ("online", "Movable") for v in single.values()), single
 

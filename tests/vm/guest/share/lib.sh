@@ -198,3 +198,17 @@ lab_cxl_destroy_region() {
     fi
     cxl destroy-region -f "$1"
 }
+
+# lab_mmap_check DAXDEV: map 2 MiB of /dev/DAXDEV, write a pattern, map it again and read it
+# back; prints ok (or differs).
+lab_mmap_check() {
+    python3 - "$1" <<'PY'
+import mmap, os, sys
+fd = os.open(f"/dev/{sys.argv[1]}", os.O_RDWR)
+pattern = os.urandom(4096)
+with mmap.mmap(fd, 2 << 20, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as m:
+    m[8192:12288] = pattern
+with mmap.mmap(fd, 2 << 20, mmap.MAP_SHARED, mmap.PROT_READ) as m:
+    print("ok" if m[8192:12288] == pattern else "differs")
+PY
+}
