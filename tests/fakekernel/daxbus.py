@@ -2,6 +2,38 @@
 
 Sources: [facts] = ../shared/kernel-facts.md (Linux 6.12 observed); otherwise the kernel function
 named (drivers/dax/bus.c, drivers/dax/kmem.c, drivers/dax/device.c, drivers/base/bus.c and dd.c).
+
+Dynamic regions (hmem, CXL: not IORESOURCE_DAX_STATIC) are carved into devices through sysfs, as
+``daxctl create-device``/``destroy-device`` do; bus.c as of 6.12, after its dax_region_rwsem rework:
+
+- ``dax_region/create`` (DEVICE_ATTR_RW: 0644; [lab] hmem-kmem.json) create_store(): kstrtoint()
+  (EINVAL/ERANGE), value 1 or EINVAL, dax_region_avail_size() 0 -> ENOSPC, else
+  __devm_create_dev_dax() with size 0: the lowest free id (alloc_dev_dax_id(): ida_alloc()),
+  memmap_on_memory false, device_add() (add uevent; bus_probe_device() binds nothing, since
+  dax_bus_probe() refuses size 0 with ENXIO); then ``seed`` if the region has none, and always
+  ``youngest``, which create_show() prints.
+- ``dax_region/seed`` seed_show(). Only dax_bus_probe() clears it, after the seed's successful
+  probe ("Track new seed creation only after successful probe of the previous seed"): nothing
+  makes a new seed then, even when other empty devices exist; delete_store() clears it too.
+- ``dax_region/delete`` delete_store(): device_find_child_by_name() of the region's device
+  (sysfs_streq()) or ENXIO; bound or size != 0 -> EBUSY; id 0 -> EBUSY (always kept); else
+  __free_dev_dax_id(), seed/youngest cleared, unregister_dev_dax() (remove uevent).
+- ``daxX.Y/size`` size_store(): kstrtoull(), !alloc_is_aligned() -> EINVAL (before anything
+  else), then dev_dax_resize(): bound -> EBUSY, same size -> done, growth beyond
+  dax_region_avail_size() -> ENOSPC (nothing is allocated: no partial growth), shrinking is
+  dev_dax_shrink() (whole ranges off the end, then the last one trimmed), growth takes the
+  region's holes first-fit from its start, each min(hole, left): a hole right after the
+  device's last range extends it (adjust_ok(), adjust_dev_dax_range()), any other hole adds a
+  range (alloc_dev_dax_range(): a mappingN device, which sends no uevent: no bus, no class).
+- ``daxX.Y/align`` align_store(): kstrtoul() failing gives ENXIO (not EINVAL), dax_align_valid()
+  (PAGE_SIZE, PMD_SIZE, PUD_SIZE on x86-64) or EINVAL, bound -> EBUSY, then
+  dev_dax_validate_align(): every range's length a multiple of it, or EINVAL and the old align
+  stays. Starts are not checked; dax_region/align never changes.
+- ``daxX.Y/mapping`` (0200) mapping_store(): range_parse() ("start-end", kstrtoull() base 16)
+  or EINVAL/ERANGE; a length that is not a multiple of align writes nothing and succeeds (the
+  rwsem rework left rc 0 there; before it, ENXIO); else alloc_dev_dax_range(): a range outside
+  the region or over another range -> ENOMEM (__request_region()), a new range appended even
+  when adjacent to the last. It does not check that the device is unbound.
 """
 
 from __future__ import annotations
@@ -13,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from tests.fakekernel.events import EventLog
-from tests.fakekernel.kstr import einval, kstrtobool, sysfs_streq
+from tests.fakekernel.kstr import cstr, einval, kstrtobool, kstrtoll, kstrtoull, sysfs_streq
 from tests.fakekernel.memory import MemorySubsystem, oserror
 from tests.fakekernel.procfs import FakeProcfs
 from tests.fakekernel.tree import Tree
@@ -25,6 +57,11 @@ DRIVERS = (DEVDAX, KMEM)
 BUS = "bus/dax"
 DAX_MAJOR = 252  # [facts] dev 252:0
 Bound = Literal["auto", "device_dax", "kmem"] | None
+PAGE_SIZE = 4096  # also memremap_compat_align() on x86-64: the floor of alloc_is_aligned()
+# dax_align_valid() on x86-64 with transparent hugepages (PMD) and PUD-sized THP support.
+VALID_ALIGNS = (PAGE_SIZE, 2 << 20, 1 << 30)
+_U64 = 1 << 64
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 @dataclass
@@ -40,7 +77,8 @@ class FakeRegion:
     numa_node: int
     align: int
     legacy: bool = False  # /sys/class/dax device model
-    next_id: int = 0
+    seed: str | None = None  # dynamic regions: struct dax_region's seed and youngest devices
+    youngest: str | None = None
 
 
 @dataclass
@@ -59,6 +97,10 @@ class FakeDevice:
     @property
     def size(self) -> int:
         return sum(e - s + 1 for s, e in self.ranges)
+
+    @property
+    def id(self) -> int:
+        return int(self.name.rsplit(".", 1)[1])
 
 
 @dataclass(frozen=True)
@@ -81,6 +123,25 @@ class Victim:
     comm: str
     device: str
     mapped: bool  # mapped: it gets SIGBUS on its next access [facts]
+
+
+def kstrtoull_hex(buf: str) -> int:
+    """kstrtoull(s, 16): an optional '+' and "0x", hex digits, one trailing newline; more than 64
+    bits ERANGE (checked before what follows the digits), anything else EINVAL."""
+    s = buf[1:] if buf[:1] == "+" else buf
+    if s[:2] in ("0x", "0X"):
+        s = s[2:]
+    n = 0
+    while n < len(s) and s[n] in _HEX:
+        n += 1
+    if n == 0:
+        raise einval()
+    value = int(s[:n], 16)
+    if value >= _U64:
+        raise oserror(errno.ERANGE)
+    if s[n:] not in ("", "\n"):
+        raise einval()
+    return value
 
 
 def parse_id(value: str) -> str:
@@ -136,9 +197,9 @@ class DaxBus:
         memmap_on_memory: bool | None = False,
         mappings: bool = True,
     ) -> FakeDevice:
-        if dev_id is None:
-            dev_id = region.next_id
-        region.next_id = max(region.next_id, dev_id + 1)
+        if dev_id is None:  # alloc_dev_dax_id(): ida_alloc(), the lowest id not in use
+            used = {d.id for d in self.members(region)}
+            dev_id = next(i for i in range(len(used) + 1) if i not in used)
         name = f"dax{region.id}.{dev_id}"
         assert name not in self.devices, f"{name} exists"
         sub = f"{region.parent}/dax" if region.legacy else region.parent
@@ -187,10 +248,21 @@ class DaxBus:
         if d.driver is not None:
             self._release(d)
         del self.devices[name]
+        if d.region.seed == name:
+            d.region.seed = None
+        if d.region.youngest == name:
+            d.region.youngest = None
         self.tree.remove(f"class/dax/{name}" if d.region.legacy else f"{BUS}/devices/{name}")
         self.tree.remove(d.devpath)
         self.render_region(d.region)
         self.events.emit("remove", "dax", d.devpath, **self._props(d))
+
+    def members(self, r: FakeRegion) -> list[FakeDevice]:
+        return [d for d in self.devices.values() if d.region is r]
+
+    def available(self, r: FakeRegion) -> int:
+        """dax_region_avail_size(): the region's size less its devices' ranges."""
+        return r.end - r.start + 1 - sum(d.size for d in self.members(r))
 
     def find(self, value: str) -> FakeDevice | None:
         """bus_find_device_by_name(): sysfs_streq() on the device names."""
@@ -243,6 +315,167 @@ class DaxBus:
         d.memmap_on_memory = val
         self.render_device(d)
 
+    # --- writes to a dynamic region and its devices (see the module docstring) -----------------
+    def store(self, resolved: str, value: str) -> bool:
+        """A write to a dax_region or dax device attribute; False: not one of them."""
+        for r in self.regions.values():
+            if not r.static and resolved.startswith(f"{r.parent}/dax_region/"):
+                attr = resolved.rsplit("/", 1)[1]
+                if attr == "create":
+                    self.create(r, value)
+                    return True
+                if attr == "delete":
+                    self.delete(r, value)
+                    return True
+        for d in self.devices.values():
+            if resolved.startswith(f"{d.devpath}/") and "/" not in resolved[len(d.devpath) + 1 :]:
+                attr = resolved[len(d.devpath) + 1 :]
+                if attr == "memmap_on_memory":
+                    self.set_memmap(d, value)
+                elif attr == "size" and not d.region.static:
+                    self.resize(d, value)
+                elif attr == "align" and not d.region.static:
+                    self.set_align(d, value)
+                elif attr == "mapping" and not d.region.static:
+                    self.add_mapping(d, value)
+                else:
+                    return False
+                return True
+        return False
+
+    def create(self, r: FakeRegion, value: str) -> FakeDevice:
+        """create_store()."""
+        if kstrtoll(value, 32) != 1:
+            raise einval()
+        if self.available(r) == 0:
+            raise oserror(errno.ENOSPC)
+        return self.create_device(r)
+
+    def create_device(self, r: FakeRegion) -> FakeDevice:
+        """create_store() once its checks passed: a size-0 device, the seed if there is none."""
+        assert not r.static, "static (pmem) regions have no create"
+        d = self.add_device(self.new_device(r, [], memmap_on_memory=False), "auto")
+        if r.seed is None:
+            r.seed = d.name
+        r.youngest = d.name
+        self.render_region(r)
+        return d
+
+    def delete(self, r: FakeRegion, value: str) -> None:
+        """delete_store()."""
+        want = cstr(value)
+        victim = next((d for d in self.members(r) if sysfs_streq(want, d.name)), None)
+        if victim is None:
+            raise oserror(errno.ENXIO)
+        if victim.driver is not None or victim.size or victim.id == 0:
+            raise oserror(errno.EBUSY)
+        self.remove_device(victim.name)  # clears seed and youngest when it was either
+
+    def resize(self, d: FakeDevice, value: str) -> None:
+        """size_store() and dev_dax_resize()."""
+        size = kstrtoull(value)
+        if not self._aligned(d, size):
+            raise einval()
+        if d.driver is not None:
+            raise oserror(errno.EBUSY)
+        have = d.size
+        if size == have:
+            return
+        if size > have and size - have > self.available(d.region):
+            raise oserror(errno.ENOSPC)
+        try:
+            if size < have:
+                self._shrink(d, have - size)
+            else:
+                self._grow(d, size - have)
+        finally:
+            self.render_device(d)
+            self.render_region(d.region)
+
+    def _shrink(self, d: FakeDevice, to_shrink: int) -> None:
+        """dev_dax_shrink(): whole ranges off the end (trim_dev_dax_range()), then the last one
+        made shorter (adjust_dev_dax_range())."""
+        while to_shrink:
+            s, e = d.ranges[-1]
+            if to_shrink >= e - s + 1:
+                d.ranges.pop()
+                to_shrink -= e - s + 1
+                continue
+            d.ranges[-1] = (s, e - to_shrink)
+            return
+
+    def _grow(self, d: FakeDevice, to_alloc: int) -> None:
+        """dev_dax_resize()'s loop: each pass takes the first hole among the region's children
+        (every device's ranges, by address), as much of it as is left to allocate."""
+        r = d.region
+        while to_alloc:
+            children = sorted((s, e, o.name) for o in self.members(r) for s, e in o.ranges)
+            if not children:
+                d.ranges.append((r.start, r.start + to_alloc - 1))
+                return
+            for k, (s, e, owner) in enumerate(children):
+                after = children[k + 1][0] if k + 1 < len(children) else None
+                if k == 0 and s > r.start:  # space at the beginning of the region
+                    alloc = min(s - r.start, to_alloc)
+                    d.ranges.append((r.start, r.start + alloc - 1))
+                    break
+                alloc = 0
+                if after is not None and after > e + 1:  # space between allocations
+                    alloc = min(after - e - 1, to_alloc)
+                if not alloc and after is None and e < r.end:  # space at the end
+                    alloc = min(r.end - e, to_alloc)
+                if not alloc:
+                    continue
+                if owner == d.name and d.ranges[-1] == (s, e):  # adjust_ok()
+                    d.ranges[-1] = (s, e + alloc)
+                else:
+                    d.ranges.append((e + 1, e + alloc))
+                break
+            else:
+                raise oserror(errno.ENOSPC)  # rc stays -ENOSPC: no hole (avail said there was)
+            to_alloc -= alloc
+
+    def set_align(self, d: FakeDevice, value: str) -> None:
+        """align_store() and dev_dax_validate_align()."""
+        try:
+            align = kstrtoull(value)
+        except OSError:
+            raise oserror(errno.ENXIO) from None
+        if align not in VALID_ALIGNS:
+            raise einval()
+        if d.driver is not None:
+            raise oserror(errno.EBUSY)
+        if any((e - s + 1) % max(align, PAGE_SIZE) for s, e in d.ranges):
+            raise einval()
+        d.align = align
+        self.render_device(d)
+
+    def add_mapping(self, d: FakeDevice, value: str) -> None:
+        """mapping_store(): range_parse(), then alloc_dev_dax_range() at that address."""
+        first, sep, last = cstr(value).partition("-")  # strsep(&end, "-")
+        if not sep:
+            raise einval()
+        start, end = kstrtoull_hex(first), kstrtoull_hex(last)
+        size = (end - start + 1) % _U64  # range_len()
+        if not self._aligned(d, size):
+            return  # rc is still the 0 of down_write_killable(): nothing done, "success"
+        if size == 0:
+            if d.ranges:
+                raise oserror(errno.EBUSY)  # "0-size allocation must be first"
+            return
+        r = d.region
+        taken = any(s <= end and start <= e for o in self.members(r) for s, e in o.ranges)
+        if end < start or start < r.start or end > r.end or taken:
+            raise oserror(errno.ENOMEM)  # __request_region() failed
+        d.ranges.append((start, end))
+        self.render_device(d)
+        self.render_region(r)
+
+    @staticmethod
+    def _aligned(d: FakeDevice, size: int) -> bool:
+        """alloc_is_aligned()."""
+        return size % max(d.align, PAGE_SIZE) == 0
+
     # --- matching, probe and remove ------------------------------------------------------------
     def _match(self, drv: str, d: FakeDevice) -> bool:
         """dax_bus_match(): an id written to new_id, or the region's type (dax_match_type())."""
@@ -260,6 +493,9 @@ class DaxBus:
             self._devdax_probe(d)
         else:
             self._kmem_probe(d)
+        if not d.region.static and d.region.seed == d.name:
+            d.region.seed = None  # dax_bus_probe(): the seed has been used
+            self.render_region(d.region)
         d.driver = drv
         self.render_device(d)
         self.tree.link(f"{BUS}/drivers/{drv}/{d.name}", d.devpath)
@@ -345,12 +581,10 @@ class DaxBus:
         self.tree.attr(f"{rel}/align", str(r.align), 0o400)
         if r.static:  # dax_region_visible(): no available_size/seed/create/delete [facts]
             return
-        mine = [d for d in self.devices.values() if d.region is r]
-        available = r.end - r.start + 1 - sum(d.size for d in mine)
-        self.tree.attr(f"{rel}/available_size", str(available))
-        seed = next((d.name for d in mine if d.size == 0 and d.driver is None), "")
-        self.tree.attr(f"{rel}/seed", seed)
-        self.tree.attr(f"{rel}/create", "", 0o644)
+        self.tree.attr(f"{rel}/available_size", str(self.available(r)))
+        # seed_show(), create_show(): "%s\n", an empty line when there is none.
+        self.tree.raw(f"{rel}/seed", f"{r.seed or ''}\n")
+        self.tree.raw(f"{rel}/create", f"{r.youngest or ''}\n", 0o644)  # [lab] 0644
         self.tree.attr(f"{rel}/delete", "", 0o200)
 
     def render_device(self, d: FakeDevice) -> None:
@@ -384,7 +618,11 @@ class DaxBus:
                 t.attr(f"{rel}/mapping{i}/end", f"{e:#x}", 0o400)
                 t.attr(f"{rel}/mapping{i}/page_offset", f"{pgoff:#x}", 0o400)
                 t.attr(f"{rel}/mapping{i}/uevent", "", 0o644)  # a device of its own [lab]
-                pgoff += (e - s + 1) // 4096
+                pgoff += (e - s + 1) // PAGE_SIZE
+        stale = len(d.ranges) if d.mappings else 0
+        while t.exists(f"{rel}/mapping{stale}"):  # unregister_dax_mapping() of trimmed ranges
+            t.remove(f"{rel}/mapping{stale}")
+            stale += 1
         if d.driver:
             t.link(f"{rel}/driver", f"{BUS}/drivers/{d.driver}")
         else:

@@ -467,11 +467,10 @@ class FakeKernel:
         return None
 
     def add_seed_device(self, region: int) -> FakeDevice:
-        """A size-0 device in a dynamic (hmem/cxl) region: what is left after destroy-device."""
-        r = self.bus.regions[region]
-        assert not r.static, "static (pmem) regions have no seeds"
-        d = self.bus.new_device(r, [], memmap_on_memory=False)
-        return self.bus.add_device(d, "auto")  # dax_bus_probe() refuses size 0: stays unbound
+        """A size-0 device in a dynamic (hmem/cxl) region, as ``dax_region/create`` made it while
+        the region had room (so even when it has none now): the lowest free id, the region's
+        seed unless it has one, its youngest. It stays unbound (dax_bus_probe(): size 0)."""
+        return self.bus.create_device(self.bus.regions[region])
 
     def remove_device(self, name: str) -> None:
         """The device goes away (namespace disabled, CXL region destroyed) mid-operation."""
@@ -587,10 +586,8 @@ class FakeKernel:
         if m := _BLOCK_ATTR.match(resolved):
             self._block_write(int(m.group(1)), m.group(2), value, timeout)
             return
-        for d in self.devices.values():
-            if resolved == f"{d.devpath}/memmap_on_memory":
-                self.bus.set_memmap(d, value)
-                return
+        if self.bus.store(resolved, value):  # dax_region/{create,delete}, daxX.Y/{size,align,...}
+            return
         if self._cxl_write(resolved, value):
             return
         if resolved == f"{MEMORY}/auto_online_blocks":
