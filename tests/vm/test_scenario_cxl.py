@@ -22,7 +22,8 @@ f. daxd stopped, region B torn down and made again: its new device binds kmem as
 h. both regions offlined by policy and destroyed while daxd runs: objects gone, no traceback,
    nothing leaked;
 d. a 2-way interleaved region over both devices is one device, matched by ``interleave_ways``;
-i. kill -9 of daxd in the middle of its conversion to devdax: the restarted daxd converges.
+i. kill -9 of daxd in the middle of its conversion to devdax (held by a lab hook where it opens
+   kmem/unbind, every block offline): the restarted daxd converges.
 
 **Offline boot** (``memhp_default_state=offline memory_hotplug.memmap_on_memory=1``):
 
@@ -53,6 +54,7 @@ from tests.vm.lab import (
     Scenario,
     ScenarioResult,
 )
+from tests.vm.pause import INSTALL_PAUSE, PAUSE
 
 pytestmark = pytest.mark.vm
 
@@ -67,7 +69,9 @@ TWO_BRIDGES = CxlTopology(
     windows=(CxlWindow((0,)), CxlWindow((1,)), CxlWindow((0, 1))),
 )
 
-COMMON = r"""
+COMMON = (
+    INSTALL_PAUSE
+    + r"""
 set -euo pipefail
 lab_wait_booted
 lab_cxl_wait 2
@@ -83,6 +87,7 @@ props() {  # DAXDEV PREFIX: the device's D-Bus properties as facts
 settled() { local s; s=$(lab_prop "$1" State); [ "$s" = applied ] || [ "$s" = failed ] \
     || [ "$s" = refused ]; }
 """
+)
 
 RUNTIME_SCRIPT = (
     COMMON
@@ -230,16 +235,18 @@ rules:
     match: {interleave_ways: 2}
     mode: devdax
 EOF
-pid=$(systemctl show -p MainPID --value daxd.service)
+# Held where it opens kmem/unbind (every block offline, kmem still bound) and killed there.
+lab_pause_at /sys/bus/dax/drivers/kmem/unbind
 lab_journal_mark kill
-systemctl reload --no-block daxd.service
-first_offlined() { lab_journal_since kill | grep -q "/state: ok"; }
-lab_wait_until 60 first_offlined
-kill -KILL "$pid"
+systemctl restart --no-block daxd.service
+lab_wait_until 120 test -e /run/daxd/lab-paused
+pid=$(systemctl show -p MainPID --value daxd.service)
 for b in "${blocks[@]}"; do
     echo "$b $(cat /sys/devices/system/memory/$b/state)"
 done > "$LAB_OUT/kill-mid-blocks.txt"
 lab_fact kill.driver_mid "$(lab_driver "$di")"
+lab_pause_off
+kill -KILL "$pid"
 new_pid() {
     local p; p=$(systemctl show -p MainPID --value daxd.service)
     [ "$p" != 0 ] && [ "$p" != "$pid" ]
@@ -310,6 +317,7 @@ def runtime(lab: Lab, installed_disk: Path) -> ScenarioResult:
             script=RUNTIME_SCRIPT,
             cxl=TWO_BRIDGES,
             base_disk=installed_disk,
+            files={"pause.py": PAUSE},
             timeout=900,
         )
     ).check()
@@ -442,10 +450,10 @@ def test_h_teardown_while_daxd_runs(runtime: ScenarioResult) -> None:
 def test_i_kill_mid_conversion_converges(runtime: ScenarioResult) -> None:
     facts = f.facts(runtime)
     mid = f.block_lines(runtime.file("kill-mid-blocks.txt"))
-    # Killed mid-way: some blocks offline and kmem still bound, or kmem unbound (the blocks
-    # gone) before device_dax took the device.
-    offline = any(state == "offline" for state, _ in mid.values())
-    assert offline or facts["kill.driver_mid"] == "none", (mid, facts["kill.driver_mid"])
+    # Killed mid-way, where it was about to unbind kmem: every block offline, kmem bound.
+    assert mid
+    assert all(state == "offline" for state, _ in mid.values()), mid
+    assert facts["kill.driver_mid"] == "kmem", facts
     assert facts["kill.driver"] == "device_dax"
     assert facts["kill.mmap"] == "ok"
     _no_traceback(runtime)

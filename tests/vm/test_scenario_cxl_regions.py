@@ -14,7 +14,11 @@ c. a region left committed but not enabled (what a kill between the commit and t
    made with ``cxl disable-region`` while daxd is stopped) is enabled by the next daxd;
 d. ``state: absent`` for both and a reload: single's RAM offlined by daxd first, both regions
    torn down, no ``System RAM (kmem)`` left; ``present`` again and both are rebuilt;
-e. for the next boot the policy gets a region over a memdev that does not exist.
+e. killed for real between the commit and the bind (held there by a lab-only audit hook):
+   the next daxd enables the region and puts ``auto_online_blocks`` back;
+f. a memdev whose PCI function comes back to cxl_pci after daxd started: READY waits for it,
+   the region is built on its arrival;
+g. for the next boot the policy gets a region over a memdev that does not exist.
 
 **Main boot**: nothing but daxd builds regions. A unit ordered ``After=daxd.service`` finds both
 regions built and the memory where the rules want it; daxd waited for the missing memdev for
@@ -39,6 +43,7 @@ from tests.vm.lab import (
     Scenario,
     ScenarioResult,
 )
+from tests.vm.pause import INSTALL_PAUSE, PAUSE
 
 pytestmark = pytest.mark.vm
 
@@ -97,7 +102,10 @@ ExecStart=/usr/local/lib/daxd-probe/probe
 WantedBy=multi-user.target
 """
 
-SETUP = r"""
+
+SETUP = (
+    INSTALL_PAUSE
+    + r"""
 set -euo pipefail
 lab_wait_booted
 lab_cxl_wait 3
@@ -179,7 +187,74 @@ daxd list --json > "$LAB_OUT/d-list.json"
 lab_fact d.pair.driver "$(lab_driver "$(dax_of pair "$LAB_OUT/d-list.json")")"
 lab_blocks "$(dax_of single "$LAB_OUT/d-list.json")" > "$LAB_OUT/d-single-blocks.txt"
 
-# --- e. the next boot: one more region, over a memdev that is not there -------------------
+# --- e. kill -9 between the commit and the bind, for real ----------------------------------
+# A lab-only Python audit hook (files/pause.py) holds daxd where it opens cxl_region/bind; it is
+# killed there, then started again the normal way.
+set_single() {  # present | absent
+    python3 - "$1" <<'PY2'
+import sys
+p = "/etc/daxd/policy.yaml"
+s = open(p).read().replace("memdevs: [0x1000]\n    state: absent\n", "memdevs: [0x1000]\n")
+if sys.argv[1] == "absent":
+    s = s.replace("memdevs: [0x1000]\n", "memdevs: [0x1000]\n    state: absent\n")
+open(p, "w").write(s)
+PY2
+}
+single_gone() { ! test -e "/sys/bus/cxl/devices/$(region_of single "$LAB_OUT/d-list.json")"; }
+set_single absent
+systemctl reload daxd.service
+lab_wait_until 60 single_gone
+lab_pause_at /sys/bus/cxl/drivers/cxl_region/bind
+lab_fact e.auto_online_before "$(cat /sys/devices/system/memory/auto_online_blocks)"
+set_single present
+lab_journal_mark kill
+systemctl restart --no-block daxd.service
+lab_wait_until 60 test -e /run/daxd/lab-paused
+fr=$(cat /run/daxd/lab-paused)
+lab_fact e.region "$fr"
+lab_fact e.commit_at_kill "$(cat "/sys/bus/cxl/devices/$fr/commit")"
+lab_fact e.enabled_at_kill "$(test -e "/sys/bus/cxl/devices/$fr/driver" && echo yes || echo no)"
+lab_fact e.auto_online_at_kill "$(cat /sys/devices/system/memory/auto_online_blocks)"
+lab_fact e.records_at_kill "$(cd /run/daxd && find . -type f ! -name lab-paused | sort | xargs)"
+lab_pause_off
+systemctl kill -s KILL daxd.service
+sleep 1
+systemctl start daxd.service  # joins the automatic restart, returns at READY
+lab_fact e.enabled "$(test -e "/sys/bus/cxl/devices/$fr/driver" && echo yes || echo no)"
+lab_fact e.auto_online_after "$(cat /sys/devices/system/memory/auto_online_blocks)"
+lab_fact e.records_after "$(cd /run/daxd && find . -type f ! -name lock | sort | xargs)"
+daxd list --json > "$LAB_OUT/e-list.json"
+lab_blocks "$(dax_of single "$LAB_OUT/e-list.json")" > "$LAB_OUT/e-single-blocks.txt"
+lab_journal_since kill > "$LAB_OUT/e-journal.txt"
+
+# --- f. a memdev that comes after daxd started ---------------------------------------------
+# Its PCI function unbound from cxl_pci (memN gone from the cxl bus) while the region is torn
+# down; daxd started with the region present waits, and builds it when the function comes back.
+set_single absent
+systemctl reload daxd.service
+single_gone() { ! test -e "/sys/bus/cxl/devices/$(region_of single "$LAB_OUT/e-list.json")"; }
+lab_wait_until 60 single_gone
+systemctl stop daxd.service
+mem=$(lab_cxl_memdev 0x1000)
+pci=$(basename "$(dirname "$(readlink -f "/sys/bus/cxl/devices/$mem")")")
+lab_fact f.pci "$pci"
+echo "$pci" > /sys/bus/pci/drivers/cxl_pci/unbind
+lab_fact f.memdev_gone "$(lab_cxl_memdev 0x1000 2>/dev/null || echo yes)"
+set_single present
+lab_journal_mark late
+systemctl start --no-block daxd.service
+sleep 5
+lab_fact f.state_waiting "$(systemctl is-active daxd.service || true)"
+bound_at=$EPOCHREALTIME
+echo "$pci" > /sys/bus/pci/drivers/cxl_pci/bind
+lab_wait_until 60 systemctl is-active -q daxd.service
+lab_fact f.ready_after_bind_s "$(python3 -c "print(round($EPOCHREALTIME - $bound_at, 2))")"
+lab_fact f.memdev "$(lab_cxl_memdev 0x1000)"
+daxd list --json > "$LAB_OUT/f-list.json"
+lab_blocks "$(dax_of single "$LAB_OUT/f-list.json")" > "$LAB_OUT/f-single-blocks.txt"
+lab_journal_since late > "$LAB_OUT/f-journal.txt"
+
+# --- g. the next boot: one more region, over a memdev that is not there -------------------
 python3 - <<'PY'
 p = "/etc/daxd/policy.yaml"
 s = open(p).read()
@@ -196,6 +271,7 @@ systemctl daemon-reload
 systemctl enable daxd.service daxd-probe.service
 journalctl -b --no-pager -o short-monotonic -u daxd.service > "$LAB_OUT/setup-journal.txt"
 """
+)
 
 MAIN = r"""
 set -euo pipefail
@@ -226,6 +302,7 @@ def run(lab: Lab, installed_disk: Path) -> ScenarioResult:
                 "policy.yaml": POLICY,
                 "probe": PROBE,
                 "daxd-probe.service": PROBE_UNIT,
+                "pause.py": PAUSE,
             },
         )
     ).check()
@@ -314,6 +391,45 @@ def test_d_absent_tears_down_after_offlining_and_present_rebuilds(run: ScenarioR
     single = f.block_lines(_setup_file(run, "d-single-blocks.txt"))
     assert single
     assert all(v == ("online", "Movable") for v in single.values()), single
+
+
+def test_e_killed_between_commit_and_bind_converges(run: ScenarioResult) -> None:
+    facts = _setup(run)
+    # where it was killed: committed, not enabled, auto-onlining switched off for the bind
+    assert (facts["e.commit_at_kill"], facts["e.enabled_at_kill"]) == ("1", "no"), facts
+    assert facts["e.auto_online_at_kill"] == "offline", facts
+    assert "auto_online_blocks.switched" in facts["e.records_at_kill"], facts
+    assert "cxl-regions" in facts["e.records_at_kill"], facts
+    # the next daxd enabled that region, put the kernel's setting back, forgot its records
+    assert facts["e.enabled"] == "yes"
+    assert facts["e.auto_online_after"] == facts["e.auto_online_before"], facts
+    assert facts["e.records_after"] == "", facts
+    regions = _regions(json.loads(_setup_file(run, "e-list.json")))
+    assert regions["single"]["region"] == facts["e.region"]
+    assert regions["single"]["verdict"] == "in-sync", regions
+    blocks = f.block_lines(_setup_file(run, "e-single-blocks.txt"))
+    assert blocks
+    assert all(v == ("online", "Movable") for v in blocks.values()), blocks
+    journal = _setup_file(run, "e-journal.txt")
+    assert "committed but not enabled" in journal, journal
+    assert "Traceback" not in journal, journal
+
+
+def test_f_a_memdev_that_comes_late_is_waited_for(run: ScenarioResult) -> None:
+    facts = _setup(run)
+    assert facts["f.memdev_gone"] == "yes", facts
+    assert facts["f.state_waiting"] == "activating", facts  # no READY while it waits
+    assert float(facts["f.ready_after_bind_s"]) < 30, facts  # the event, not region_wait
+    regions = _regions(json.loads(_setup_file(run, "f-list.json")))
+    assert regions["single"]["verdict"] == "in-sync", regions
+    assert facts["f.memdev"] in regions["single"]["memdevs"][0], regions
+    blocks = f.block_lines(_setup_file(run, "f-single-blocks.txt"))
+    assert blocks
+    assert all(v == ("online", "Movable") for v in blocks.values()), blocks
+    journal = _setup_file(run, "f-journal.txt")
+    assert "READY without it" not in journal, journal
+    assert "Traceback" not in journal, journal
+    print(f"late memdev: READY {facts['f.ready_after_bind_s']} s after cxl_pci bound it")
 
 
 def test_main_boot_regions_exist_when_units_after_daxd_start(run: ScenarioResult) -> None:
