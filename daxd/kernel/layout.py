@@ -48,9 +48,14 @@ def region_parent(devpath: str, *, legacy: bool = False) -> str:
     return posixpath.dirname(parent) if legacy else parent
 
 
+def region_dir(parent: str) -> str:
+    """The dax region's attribute group on its device ``parent`` (a real path)."""
+    return f"{parent}/dax_region"
+
+
 def region_path(parent: str, attr: str) -> str:
     """An attribute of the dax region whose device ``parent`` is (its real path)."""
-    return f"{parent}/dax_region/{attr}"
+    return f"{region_dir(parent)}/{attr}"
 
 
 # --- nvdimm (pmem) ------------------------------------------------------------------------------

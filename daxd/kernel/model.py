@@ -94,6 +94,61 @@ class DaxDevice:
         return self.size == 0
 
 
+@dataclass(frozen=True)
+class DaxRegion:
+    """A dax region: the ``dax_region/`` directory of the device its dax devices hang on
+    (drivers/dax/bus.c), read once per region (daxd/kernel/scan.py).
+
+    ``start``, the region's lowest address, is known from, in this order: a CXL region's
+    ``regionR/resource``; the ``resource`` of a device without ranges (bus.c resource_show()
+    prints the region's start for it; 0400); else the lowest start of its devices' ranges, which
+    is the region's start while its first byte belongs to a device: always so as the kernel
+    makes daxR.0, and after carving, since bus.c grows devices first-fit from the region's
+    start. None when no device shows a range (all empty, or read without root: mappingN is 0400).
+    """
+
+    id: int
+    parent: str  # real path below the sysfs root of the device carrying dax_region/
+    provider: Provider
+    size: int
+    align: int | None  # dax_region/align (0400: None when unreadable)
+    available_size: int | None  # None: a static region (pmem), which has no such attribute
+    seed: str | None  # dax_region/seed; None when empty or absent
+    dynamic: bool  # dax_region/create exists (not IORESOURCE_DAX_STATIC)
+    start: int | None  # the region's lowest address when known (above), else None
+    devices: tuple[str, ...]  # its dax devices' names, by device id
+    cxl: CxlIdentity | None = None  # CXL: the identity of its devices (one region: the same)
+    # What its devices show that the region itself does not (bus.c gives each device the
+    # region's target_node; pmem has one device per region, with its namespace's identity).
+    target_node: int | None = None
+    numa_node: int | None = None
+    namespace: str | None = None
+    uuid: str | None = None
+
+    def whole(self) -> DaxDevice:
+        """The region as one device named daxR.0 with the region's size and start, so that a
+        policy Selector matches a region with the same keys as a device."""
+        ranges = (Range(self.start, self.start + self.size - 1),) if self.start is not None else ()
+        name = f"dax{self.id}.0"
+        return DaxDevice(
+            name=name,
+            region_id=self.id,
+            size=self.size,
+            align=self.align,
+            target_node=self.target_node,
+            numa_node=self.numa_node,
+            resource=self.start,
+            ranges=ranges,
+            memmap_on_memory=None,
+            driver=None,
+            provider=self.provider,
+            devpath=f"{self.parent}/{name}",
+            namespace=self.namespace,
+            uuid=self.uuid,
+            cxl=self.cxl,
+        )
+
+
 class KernelWord(StrEnum):
     """A word sysfs prints: the known ones are members.  Any other text becomes a value that is
     not ``known`` and equals the text as read, so a word from a newer kernel (or damage) neither
@@ -220,6 +275,7 @@ class KernelState:
     hotplug: HotplugSettings
     legacy_device_model: bool  # /sys/class/dax in use instead of /sys/bus/dax
     diagnostics: tuple[Diagnostic, ...] = field(default=())
+    regions: dict[int, DaxRegion] = field(default_factory=dict)  # by region id
 
     def blocks_of(self, name: str) -> tuple[MemoryBlock, ...]:
         return self.blocks.get(name, ())

@@ -5,13 +5,16 @@ Diagnostics).  Attributes per device as drivers/dax/bus.c (Linux 6.12) exposes t
 ``align``, ``target_node`` (absent when < 0), ``numa_node`` (absent without CONFIG_NUMA),
 ``resource`` and ``mappingN/{start,end}`` (0400), ``memmap_on_memory`` (Linux >= 6.8), the
 ``driver`` link, and the parent's ``dax_region/id``; for CXL devices their identity on the cxl
-bus (daxd/kernel/cxl.py).
+bus (daxd/kernel/cxl.py). Per dax region, once: ``dax_region/{size,align,available_size,seed}``
+and whether it has ``create`` (dynamic regions only; ``align`` is 0400).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import posixpath
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from daxd.kernel.attrs import AttrReader
 from daxd.kernel.blocks import (
@@ -26,18 +29,22 @@ from daxd.kernel.blocks import (
 )
 from daxd.kernel.cxl import read_cxl_identity
 from daxd.kernel.layout import (
+    CXL_DAX_REGION_NAME,
+    CXL_REGION_NAME,
     DAX_CLASS,
     DAX_DEVICES,
     DEVICE_NAME,
     MAPPING_NAME,
     device_dir,
     legacy_device_dir,
+    region_dir,
     region_parent,
     region_path,
 )
 from daxd.kernel.model import (
     DRIVER_DEVDAX,
     DaxDevice,
+    DaxRegion,
     Diagnostic,
     HotplugSettings,
     KernelState,
@@ -47,6 +54,8 @@ from daxd.kernel.model import (
 )
 from daxd.kernel.provider import detect_provider, read_pmem_identity
 from daxd.kernel.sysfs import Sysfs
+
+_NO_RESOURCE = (1 << 64) - 1  # -1ULL: what a CXL region's resource reads before it has one
 
 
 @dataclass(frozen=True)
@@ -83,13 +92,147 @@ def read_state(sysfs: Sysfs) -> KernelState:
         intervals = block_intervals(device.ranges, block_size) if block_size else []
         blocks[name] = read_blocks(reader, in_intervals(present, intervals))
     hotplug = read_hotplug(reader, block_size, [b for bs in blocks.values() for b in bs], present)
+    regions = _read_regions(reader, devices, legacy=legacy)
     return KernelState(
         devices=devices,
         blocks=blocks,
         hotplug=hotplug,
         legacy_device_model=legacy,
         diagnostics=tuple(reader.diagnostics),
+        regions=regions,
     )
+
+
+def read_region(
+    sysfs: Sysfs, parent: str, region_id: int, diagnostics: list[Diagnostic] | None = None
+) -> DaxRegion | None:
+    """Re-read one dax region, whose device is ``parent`` (DaxRegion.parent), and its devices:
+    those on the bus named dax<region_id>.N whose region is that one.
+
+    None when ``parent`` carries no dax region any more, or another one (the region id was
+    handed out again). ``diagnostics``: where to add what was odd.
+    """
+    reader = AttrReader(sysfs)
+    found = None
+    if sysfs.exists(region_path(parent, "size")):
+        shown = reader.integer(region_path(parent, "id"), required=False)
+        if shown is None or shown == region_id:
+            found = _read_region(
+                reader, parent, region_id, _region_members(reader, parent, region_id)
+            )
+    if diagnostics is not None:
+        diagnostics += reader.diagnostics
+    return found
+
+
+def _region_members(reader: AttrReader, parent: str, region_id: int) -> list[DaxDevice]:
+    legacy = False
+    names = [n for n in _device_names(reader, DAX_DEVICES) if _name_key(n)[0] == region_id]
+    if not names and reader.sysfs.exists(DAX_CLASS):
+        names = [n for n in _device_names(reader, DAX_CLASS) if _name_key(n)[0] == region_id]
+        legacy = bool(names)
+    dir_of = legacy_device_dir if legacy else device_dir
+    members = []
+    for name in names:
+        device = _read_device(reader, dir_of(name), name, legacy=legacy)
+        if device is not None and region_parent(device.devpath, legacy=legacy) == parent:
+            members.append(device)
+    return members
+
+
+def _read_regions(
+    reader: AttrReader, devices: Mapping[str, DaxDevice], *, legacy: bool
+) -> dict[int, DaxRegion]:
+    """The dax regions of these devices, each region's attributes read once."""
+    members: dict[int, list[DaxDevice]] = {}
+    for device in devices.values():  # in name order: by region, then device id
+        members.setdefault(device.region_id, []).append(device)
+    regions = {}
+    for region_id, mine in members.items():
+        parent = region_parent(mine[0].devpath, legacy=legacy)
+        strays = [d.name for d in mine if region_parent(d.devpath, legacy=legacy) != parent]
+        if strays:
+            reader.note(
+                region_path(parent, "id"),
+                f"region {region_id} also names devices below another parent: {strays[:4]}",
+            )
+        own = [d for d in mine if d.name not in strays]
+        region = _read_region(reader, parent, region_id, own)
+        if region is not None:
+            regions[region_id] = region
+    return regions
+
+
+def _read_region(
+    reader: AttrReader, parent: str, region_id: int, members: list[DaxDevice]
+) -> DaxRegion | None:
+    """None (noted) when the region's size cannot be read: nothing can be carved from it."""
+    sysfs = reader.sysfs
+    if not sysfs.exists(region_dir(parent)):
+        reader.note(parent, f"no dax_region/ for region {region_id}: the region is not read")
+        return None
+    size = reader.integer(region_path(parent, "size"))
+    if size is None:
+        return None
+    dynamic = sysfs.exists(region_path(parent, "create"))
+    # dax_region_visible() hides available_size, seed, create and delete of static regions.
+    available = reader.integer(region_path(parent, "available_size"), required=dynamic)
+    provider = members[0].provider if members else detect_provider(f"{parent}/dax{region_id}.0")
+    return DaxRegion(
+        id=region_id,
+        parent=parent,
+        provider=provider,
+        size=size,
+        align=reader.integer(region_path(parent, "align"), required=False),
+        available_size=available,
+        seed=_seed(reader, parent, region_id) if dynamic else None,
+        dynamic=dynamic,
+        start=_region_start(reader, parent, provider, members),
+        devices=tuple(d.name for d in sorted(members, key=lambda d: _name_key(d.name))),
+        cxl=_first(d.cxl for d in members),
+        target_node=_first(d.target_node for d in members),
+        numa_node=_first(d.numa_node for d in members),
+        namespace=_first(d.namespace for d in members),
+        uuid=_first(d.uuid for d in members),
+    )
+
+
+T = TypeVar("T")
+
+
+def _first(values: Iterable[T | None]) -> T | None:
+    return next((v for v in values if v is not None), None)
+
+
+def _seed(reader: AttrReader, parent: str, region_id: int) -> str | None:
+    rel = region_path(parent, "seed")
+    seed = reader.text(rel, required=False, allow_empty=True) or None
+    m = DEVICE_NAME.match(seed) if seed is not None else None
+    if seed is not None and (m is None or int(m.group(1)) != region_id):
+        reader.note(rel, f"not a device of region {region_id}: {seed[:40]!r}")
+        return None
+    return seed
+
+
+def _region_start(
+    reader: AttrReader, parent: str, provider: Provider, members: list[DaxDevice]
+) -> int | None:
+    """The region's lowest address; see DaxRegion for where it comes from."""
+    cxl_region = posixpath.dirname(parent)
+    if (
+        provider is Provider.CXL
+        and CXL_DAX_REGION_NAME.match(posixpath.basename(parent))
+        and CXL_REGION_NAME.match(posixpath.basename(cxl_region))
+    ):
+        # region.c resource_show(): 0444, -1ULL before the region has its address range
+        start = reader.integer(f"{cxl_region}/resource", base=16, required=False)
+        if start is not None and start != _NO_RESOURCE:
+            return start
+    for device in members:
+        if not device.ranges and device.resource is not None:
+            return device.resource  # resource_show(): the region's start for a rangeless device
+    starts = [r.start for d in members for r in d.ranges]
+    return min(starts) if starts else None
 
 
 def read_device(
