@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from daxd.policy.model import Actions, Mode
+from daxd.policy.layouts import LayoutDevice, LayoutEntry
+from daxd.policy.model import WrittenActions
 from daxd.policy.regions import MemdevRef, RegionEntry
 from daxd.policy.selectors import Selector
 from daxd.policy.values import FieldProblem, parse_count, parse_name, quote
@@ -15,26 +16,11 @@ SUPPORTED_VERSION = 1
 _AUTO_NAME = re.compile(r"rule [0-9]+")  # what load.py calls unnamed rules
 
 
-class RuleSpec(Actions):
+class RuleSpec(WrittenActions):
     """One item of ``rules:`` as written."""
 
     name: str | None = None
     selector: Selector = Field(default_factory=Selector, alias="match")
-
-    @field_validator(
-        "mode", "zone", "memmap_on_memory", "online", "allow_pmem_data_loss", mode="before"
-    )
-    @classmethod
-    def _present(cls, value: object, info: ValidationInfo) -> object:
-        # Leaving a key out is how to get its default; an empty value is more likely a slip.
-        if value is None:
-            what = (
-                "give devdax, system-ram or ignore"
-                if info.field_name == "mode"
-                else "leave the key out for the default"
-            )
-            raise FieldProblem(f"{info.field_name!r} has no value; {what}")
-        return value
 
     @field_validator("name", mode="before")
     @classmethod
@@ -49,26 +35,15 @@ class RuleSpec(Actions):
     def _selector(cls, value: object) -> object:
         return {} if value is None else value  # `match:` with nothing under it: every device
 
-    @field_validator("zone", "memmap_on_memory", "online", "allow_pmem_data_loss")
-    @classmethod
-    def _needs_system_ram(cls, value: object, info: ValidationInfo) -> object:
-        # Only keys actually written get here (defaults are not validated).
-        mode = info.data.get("mode")
-        if mode is not None and mode != Mode.SYSTEM_RAM:
-            raise FieldProblem(
-                f"{info.field_name!r} only applies to mode system-ram; this rule's mode is {mode}",
-                at_key=True,
-            )
-        return value
-
 
 class PolicyDocument(BaseModel):
-    """A whole file: ``version`` (optional, must be 1), ``regions`` and ``rules``."""
+    """A whole file: ``version`` (optional, must be 1), ``regions``, ``layouts`` and ``rules``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     version: int = SUPPORTED_VERSION
     regions: tuple[RegionEntry, ...] = ()
+    layouts: tuple[LayoutEntry, ...] = ()
     rules: tuple[RuleSpec, ...] = ()
 
     @field_validator("version", mode="before")
@@ -82,7 +57,7 @@ class PolicyDocument(BaseModel):
             )
         return version
 
-    @field_validator("regions", "rules", mode="before")
+    @field_validator("regions", "layouts", "rules", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:
         return () if value is None else value  # `rules:` with every example commented out
@@ -93,9 +68,15 @@ def keys_of(model: type[BaseModel]) -> tuple[str, ...]:
     return tuple(f.alias or name for name, f in model.model_fields.items())
 
 
+def _first(keys: tuple[str, ...], *leading: str) -> tuple[str, ...]:
+    """The keys with ``leading`` first, in the order an item is written in."""
+    return (*leading, *(k for k in keys if k not in leading))
+
+
 TOP_KEYS = keys_of(PolicyDocument)
-# name and match first, the order a rule is written in
-RULE_KEYS = tuple(sorted(keys_of(RuleSpec), key=lambda k: k not in ("name", "match")))
+RULE_KEYS = _first(keys_of(RuleSpec), "name", "match")
 SELECTOR_KEYS = keys_of(Selector)
 REGION_KEYS = keys_of(RegionEntry)
 MEMDEV_KEYS = keys_of(MemdevRef)
+LAYOUT_KEYS = _first(keys_of(LayoutEntry), "name", "match")
+LAYOUT_DEVICE_KEYS = _first(keys_of(LayoutDevice), "name", "size", "align")

@@ -17,6 +17,8 @@ from pydantic_core import ErrorDetails
 
 from daxd.policy import yamlload
 from daxd.policy.document import (
+    LAYOUT_DEVICE_KEYS,
+    LAYOUT_KEYS,
     MEMDEV_KEYS,
     REGION_KEYS,
     RULE_KEYS,
@@ -25,6 +27,7 @@ from daxd.policy.document import (
     PolicyDocument,
 )
 from daxd.policy.errors import Diagnostic, PolicyError
+from daxd.policy.layouts import LAYOUT_DEVICE_HINTS, LAYOUT_HINTS, LayoutLedger
 from daxd.policy.model import Policy, Rule
 from daxd.policy.regions import MEMDEV_HINTS, REGION_HINTS, RegionLedger
 from daxd.policy.selectors import SELECTOR_HINTS
@@ -61,6 +64,7 @@ def _load(path: Path, dropin_dir: Path | None, strict: bool) -> tuple[Policy, li
     rules: list[Rule] = []
     named: dict[str, str] = {}  # rule name -> where it is first used
     regions = RegionLedger()
+    layouts = LayoutLedger()
     for file in files:
         problems: list[Diagnostic] = []
         reason = distrust(file, path.parent) if strict else None
@@ -74,6 +78,15 @@ def _load(path: Path, dropin_dir: Path | None, strict: bool) -> tuple[Policy, li
                 location = f"{source.name}:{doc.value_pos(('regions', index))[0]}"
                 for loc, message in regions.add(entry, location):
                     pos = doc.value_pos(("regions", index, *loc))
+                    problems.append(source.diagnostic(*pos, message))
+            for index, layout in enumerate(document.layouts):
+                location = f"{source.name}:{doc.value_pos(('layouts', index))[0]}"
+                at = tuple(
+                    f"{source.name}:{doc.value_pos(('layouts', index, 'devices', i))[0]}"
+                    for i in range(len(layout.devices))
+                )
+                for loc, message in layouts.add(layout, location, at):
+                    pos = doc.value_pos(("layouts", index, *loc))
                     problems.append(source.diagnostic(*pos, message))
             for index, spec in enumerate(document.rules):
                 location = f"{source.name}:{doc.value_pos(('rules', index))[0]}"
@@ -95,7 +108,12 @@ def _load(path: Path, dropin_dir: Path | None, strict: bool) -> tuple[Policy, li
                 )
                 rules.append(rule)
         diagnostics += _in_order(str(file), problems)
-    policy = Policy(tuple(rules), tuple(str(f) for f in files), tuple(regions.regions))
+    policy = Policy(
+        rules=tuple(rules),
+        sources=tuple(str(f) for f in files),
+        regions=tuple(regions.regions),
+        layouts=tuple(layouts.layouts),
+    )
     return policy, diagnostics
 
 
@@ -204,7 +222,7 @@ def _explain(loc: yamlload.Loc, error: ErrorDetails) -> tuple[bool, str]:
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return False, _not_a_mapping(loc, value)
     if kind in ("tuple_type", "list_type"):
-        what = "regions" if loc[:1] == ("regions",) else "rules"
+        what = str(loc[0]) if loc[:1] in (("regions",), ("layouts",)) else "rules"
         return (
             False,
             f"{what!r} is a list of {what}, each starting with '- '; got {describe(value)}",
@@ -215,6 +233,8 @@ def _explain(loc: yamlload.Loc, error: ErrorDetails) -> tuple[bool, str]:
 
 
 def _missing(loc: yamlload.Loc) -> str:
+    if loc[:1] == ("layouts",):
+        return _missing_in_layout(loc)
     if loc[:1] == ("regions",) and loc[-1] == "name":
         return "this region has no 'name'; give it one, unique among the regions"
     if loc[:1] == ("regions",):
@@ -222,11 +242,30 @@ def _missing(loc: yamlload.Loc) -> str:
     return f"this rule has no {loc[-1]!r}; add mode: devdax, system-ram or ignore"
 
 
+def _missing_in_layout(loc: yamlload.Loc) -> str:
+    if len(loc) == 3:  # ("layouts", i, "devices")
+        return (
+            "this layout has no 'devices'; list them in address order: devices: "
+            "[{size: 1G, mode: devdax}, {size: rest, mode: system-ram}]"
+        )
+    if loc[-1] == "size":
+        return "this device has no 'size'; give a size (1G), a share of the region (25%) or rest"
+    return f"this device has no {loc[-1]!r}; add mode: devdax or system-ram"
+
+
 def _not_a_mapping(loc: yamlload.Loc, value: object) -> str:
     got = describe(value)
     if loc == ():
         hint = "; put 'rules:' above the list" if isinstance(value, list) else ""
         return f"a policy is a mapping with 'version:' and 'rules:', got {got}{hint}"
+    if loc[0] == "layouts" and len(loc) in (2, 4):
+        item, keys = (
+            ("layout", "'devices:'") if len(loc) == 2 else ("device", "'size:' and 'mode:'")
+        )
+        if value is None:
+            return f"empty {item}; a {item} needs at least {keys}"
+        what = "a layout" if len(loc) == 2 else "a device of a layout"
+        return f"{what} is a mapping with keys such as {keys}, got {got}"
     if loc[0] == "regions":
         if value is None:
             return "empty region; a region needs at least 'name:' and 'memdevs:'"
@@ -249,6 +288,10 @@ def _unknown_key(loc: yamlload.Loc) -> str:
                 hint = "; rules go in a list under 'rules:'"
             elif key in REGION_KEYS:
                 hint = "; regions go in a list under 'regions:'"
+            elif key in LAYOUT_KEYS:
+                hint = "; layouts go in a list under 'layouts:'"
+    elif parent[:1] == ("layouts",):
+        where, known, hint = _unknown_in_layout(key, parent, hint)
     elif parent[:1] == ("regions",) and len(parent) == 2:
         where, known = "in a region", REGION_KEYS
         hint = hint or REGION_HINTS.get(key.lower().replace("-", "_"), "")
@@ -266,3 +309,28 @@ def _unknown_key(loc: yamlload.Loc) -> str:
         hint = hint or SELECTOR_HINTS.get(key.lower().replace("-", "_"), "")
     hint = hint or did_you_mean(key, known) or f" (known keys: {', '.join(known)})"
     return f"unknown key {quote(key)} {where}{hint}"
+
+
+def _unknown_in_layout(
+    key: str, parent: yamlload.Loc, hint: str
+) -> tuple[str, tuple[str, ...], str]:
+    """(where, the keys known there, a hint) for an unknown key below ``layouts:``."""
+    word = key.lower().replace("-", "_")
+    if len(parent) == 2:  # ("layouts", i)
+        hint = hint or LAYOUT_HINTS.get(word, "")
+        if not hint and key in LAYOUT_DEVICE_KEYS:
+            hint = f"; {key!r} is given for each device, under 'devices:'"
+        if not hint and key in SELECTOR_KEYS:
+            hint = f"; selectors go under 'match:', e.g. match: {{{key}: ...}}"
+        return "in a layout", LAYOUT_KEYS, hint
+    if len(parent) == 4:  # ("layouts", i, "devices", j)
+        hint = hint or LAYOUT_DEVICE_HINTS.get(word, "")
+        if not hint and (key in SELECTOR_KEYS or key == "match"):
+            hint = (
+                "; a layout's devices have no selectors: they are placed in the order written, "
+                "and the layout's 'match:' picks the region"
+            )
+        return "in a layout's device", LAYOUT_DEVICE_KEYS, hint
+    if not hint and key in LAYOUT_DEVICE_KEYS and key not in SELECTOR_KEYS:
+        hint = f"; {key!r} is given for each device, under 'devices:', not under 'match:'"
+    return "in 'match'", SELECTOR_KEYS, hint or SELECTOR_HINTS.get(word, "")

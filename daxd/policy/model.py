@@ -1,17 +1,23 @@
-"""What a loaded policy is: rules (selector + action) in order, first match wins; and the CXL
-regions daxd creates (daxd.policy.regions)."""
+"""What a loaded policy is: rules (selector + action) in order, first match wins; the CXL
+regions daxd creates (daxd.policy.regions); and the layouts dynamic dax regions are carved by
+(daxd.policy.layouts)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from daxd.kernel.model import DRIVER_KMEM, DaxDevice
 from daxd.policy.regions import CxlRegionSpec
 from daxd.policy.selectors import Selector
-from daxd.policy.values import parse_bool, parse_choice
+from daxd.policy.values import FieldProblem, parse_bool, parse_choice
+
+if TYPE_CHECKING:
+    from daxd.kernel.model import DaxRegion
+    from daxd.policy.layouts import Layout
 
 
 class Mode(StrEnum):
@@ -73,6 +79,44 @@ class Actions(BaseModel):
         return parse_bool(value, str(info.field_name))
 
 
+class WrittenActions(Actions):
+    """Actions as a file writes them (a rule, a layout's device): keys given without a value,
+    and keys of system-ram given for another mode, are errors. Only for what is read from a
+    file: code passes every field (a devdax Rule with the default zone) without being refused."""
+
+    # How messages name the item, and the modes it may have.
+    ITEM: ClassVar[str] = "rule"
+    MODES: ClassVar[str] = "devdax, system-ram or ignore"
+
+    @field_validator(
+        "mode", "zone", "memmap_on_memory", "online", "allow_pmem_data_loss", mode="before"
+    )
+    @classmethod
+    def _present(cls, value: object, info: ValidationInfo) -> object:
+        # Leaving a key out is how to get its default; an empty value is more likely a slip.
+        if value is None:
+            what = (
+                f"give {cls.MODES}"
+                if info.field_name == "mode"
+                else "leave the key out for the default"
+            )
+            raise FieldProblem(f"{info.field_name!r} has no value; {what}")
+        return value
+
+    @field_validator("zone", "memmap_on_memory", "online", "allow_pmem_data_loss")
+    @classmethod
+    def _needs_system_ram(cls, value: object, info: ValidationInfo) -> object:
+        # Only keys actually written get here (defaults are not validated).
+        mode = info.data.get("mode")
+        if mode is not None and mode != Mode.SYSTEM_RAM:
+            raise FieldProblem(
+                f"{info.field_name!r} only applies to mode system-ram; this {cls.ITEM}'s mode "
+                f"is {mode}",
+                at_key=True,
+            )
+        return value
+
+
 class Rule(Actions):
     """A loaded rule.  Built by the loader; code and tests may construct one directly."""
 
@@ -89,6 +133,7 @@ class Policy:
     rules: tuple[Rule, ...]
     sources: tuple[str, ...] = ()  # files loaded, in load order
     regions: tuple[CxlRegionSpec, ...] = ()  # in load order; names are unique
+    layouts: tuple[Layout, ...] = ()  # in load order; names are unique
 
     def match(self, device: DaxDevice) -> Rule | None:
         """The first rule that matches; None leaves the device alone.
@@ -104,6 +149,10 @@ class Policy:
             if rule.matches(device):
                 return rule
         return None
+
+    def layout_for(self, region: DaxRegion) -> Layout | None:
+        """The first layout that matches the dax region; None: the region is not carved."""
+        return next((layout for layout in self.layouts if layout.matches(region)), None)
 
 
 def release_rule(spec: CxlRegionSpec, device: DaxDevice) -> Rule:

@@ -427,7 +427,8 @@ def test_every_value_problem_is_reported_at_once(tmp_path: Path) -> None:
         ),
         (
             "colour: red\n",
-            "P:1:1: unknown key 'colour' at the top level (known keys: version, regions, rules)",
+            "P:1:1: unknown key 'colour' at the top level "
+            "(known keys: version, regions, layouts, rules)",
         ),
         (
             region_lines("{name: a, memdevs: [1], ways: 1}"),
