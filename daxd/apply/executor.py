@@ -49,7 +49,7 @@ from daxd.kernel.scan import DeviceReading, read_binding, read_device
 from daxd.kernel.sysfs import Sysfs, SysfsError
 from daxd.kernel.users import find_device_users
 from daxd.kernel.view import DeviceView, view
-from daxd.plan.planner import plan_device
+from daxd.plan.planner import plan_device, zone_walk_order
 from daxd.plan.steps import (
     BLOCK_ACTIONS,
     Action,
@@ -574,3 +574,39 @@ def apply_device(
     instead of reading it again; every later round re-reads.
     """
     return _Run(sysfs, policy, name, hotplug, opts or ApplyOptions()).run(reading)
+
+
+def release_device(
+    sysfs: Sysfs,
+    name: str,
+    hotplug: HotplugSettings,
+    reason: str,
+    opts: ApplyOptions | None = None,
+) -> DeviceResult:
+    """Take the device from its driver, so that it can be resized or deleted; never raises.
+
+    kmem: every block offline first (the order of zone_walk_order), then the unbind, which is
+    refused while any block is online; device_dax: the unbind, refused while a process has the
+    device open or mapped. All or nothing: blocks offlined on the way come back online (in the
+    zone they were in) when a later write fails.
+    """
+    run = _Run(sysfs, Policy(rules=()), name, hotplug, opts or ApplyOptions())
+    run.rule = reason
+    reading = run.read()
+    device = reading.device
+    if device is None:
+        return run.finish(Outcome.GONE, "", reading)
+    run.online_at_start = {b.index for b in reading.blocks if b.online}
+    if device.driver is None:
+        return run.finish(Outcome.IN_SYNC, "", reading)
+    steps = [
+        block_step(b.index, OnlineType.OFFLINE, reason)
+        for b in zone_walk_order([b for b in reading.blocks if b.state is not BlockState.OFFLINE])
+        if device.driver == DRIVER_KMEM
+    ]
+    steps.append(driver_step(Action.UNBIND, device.driver, name, reason))
+    try:
+        run.run_structural(tuple(steps), reading.blocks, device.memmap_on_memory)
+    except _StepFailed as e:
+        return run.finish(run.failure_outcome(), str(e), run.read())
+    return run.finish(Outcome.APPLIED, "", run.read())

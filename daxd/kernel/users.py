@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,13 +110,19 @@ def _comm(base: str) -> str:
         return "?"
 
 
+def device_users(proc_root: Path, names: Iterable[str]) -> dict[str, str]:
+    """Who has each of these devices open or mapped, in words; devices nobody uses are left
+    out."""
+    out = {}
+    for name in names:
+        found = find_device_users(proc_root, name)
+        if found:
+            out[name] = ", ".join(f"pid {u.pid} {u.comm} ({u.how})" for u in found)
+    return out
+
+
 def cxl_device_users(proc_root: Path, state: KernelState) -> dict[str, str]:
     """Who has each device_dax-bound CXL device open or mapped, in words: a region is not torn
     down under them."""
-    out = {}
-    for name, d in state.devices.items():
-        if d.cxl is not None and d.driver == DRIVER_DEVDAX:
-            found = find_device_users(proc_root, name)
-            if found:
-                out[name] = ", ".join(f"pid {u.pid} {u.comm} ({u.how})" for u in found)
-    return out
+    names = [n for n, d in state.devices.items() if d.cxl is not None and d.driver == DRIVER_DEVDAX]
+    return device_users(proc_root, names)
