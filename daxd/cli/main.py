@@ -23,7 +23,7 @@ from daxd.kernel.sysfs import Sysfs, SysfsError
 if TYPE_CHECKING:
     from daxd.cli.client import DaemonError
     from daxd.kernel.model import KernelState
-    from daxd.policy.model import Policy
+    from daxd.policy.model import Policy, Rule
 
 DEFAULT_POLICY = Path("/etc/daxd/policy.yaml")
 # A sysfs tree daxd can work with has at least one of these (a kernel without DAX devices still
@@ -423,6 +423,9 @@ def _plan(args: argparse.Namespace, sysfs: Sysfs) -> int:
 
     policy = _load(args)
     state = _read(sysfs)
+    layouts: list[dict[str, Any]] = []
+    if policy.layouts:
+        policy, layouts = _layout_plans(args, policy, state)
     plans = plan_all(state, policy, _selected(state, args.devices))
     entries = [
         plan_entry(state.devices[p.device], state.blocks_of(p.device), p, state.hotplug)
@@ -430,10 +433,43 @@ def _plan(args: argparse.Namespace, sysfs: Sysfs) -> int:
     ]
     regions = _region_plans(args, sysfs, policy, state) if policy.regions else None
     if args.json:
-        print(_document("plan", state, entries, regions))
+        print(_with_layouts(_document("plan", state, entries, regions), layouts))
     else:
-        print(_with_regions(plan_text(entries), regions, region_plan_text))
+        from daxd.apply.layout_report import layout_text
+
+        text = _with_regions(plan_text(entries), regions, region_plan_text)
+        print(layout_text(layouts) + text)
     return exitcodes.OK
+
+
+def _layout_plans(
+    args: argparse.Namespace, policy: Policy, state: KernelState
+) -> tuple[Policy, list[dict[str, Any]]]:
+    """The layouts' plans, and the policy the devices are then planned with: a laid-out
+    region's devices by their entries, the others of a region still to carve held."""
+    from daxd.apply.carving import with_device_rules
+    from daxd.apply.layout_report import layout_plan_json
+    from daxd.kernel.users import device_users
+    from daxd.plan.carving import CarveVerdict, layout_device_rules, plan_layouts
+
+    names = [n for n, d in state.devices.items() if d.driver == "device_dax"]
+    planned = plan_layouts(policy, state, device_users(roots_of(args).proc, names))
+    rules: dict[str, Rule] = {}
+    for p in planned:
+        synced = p.plan.verdict is CarveVerdict.IN_SYNC
+        why = "" if synced else f"{p.plan.verdict}, see the layout above"
+        rules |= layout_device_rules(
+            p.layout, p.plan.assigned if synced else None, list(p.devices), why
+        )
+    return with_device_rules(policy, rules), [layout_plan_json(p) for p in planned]
+
+
+def _with_layouts(document: str, layouts: list[dict[str, Any]]) -> str:
+    if not layouts:
+        return document
+    data = json.loads(document)
+    data["layouts"] = layouts
+    return json.dumps(data, indent=2)
 
 
 def _region_plans(
@@ -584,6 +620,16 @@ def _apply_held(args: argparse.Namespace, roots: Roots, sysfs: Sysfs, policy: Po
     if keeper is not None:
         keeper.run(state)
         state = _read(sysfs)  # with the dax devices the regions brought
+    layouts: list[dict[str, Any]] = []
+    if policy.layouts:
+        from daxd.apply.carving import apply_layouts, layout_rules, with_device_rules
+        from daxd.apply.layout_report import layout_result_json
+
+        carved = apply_layouts(sysfs, policy, state, opts)
+        layouts = [layout_result_json(o) for o in carved]
+        policy = with_device_rules(policy, layout_rules(carved))
+        if any(o.result is not None and o.result.results for o in carved):
+            state = _read(sysfs)  # the devices as carved
     results = []
     try:
         for name in _selected(state, args.devices):
@@ -605,10 +651,26 @@ def _apply_held(args: argparse.Namespace, roots: Roots, sysfs: Sysfs, policy: Po
             keeper.run(_read(sysfs))  # their memory is offline now: the regions can go
         regions = keeper.entries
     if args.json:
-        print(_document("apply", state, entries, regions))
+        print(_with_layouts(_document("apply", state, entries, regions), layouts))
     else:
-        print(_with_regions(apply_text(entries), regions, region_apply_text))
-    return max(_apply_code(entries), _region_code(regions or []), key=_SEVERITY.index)
+        from daxd.apply.layout_report import layout_text
+
+        print(layout_text(layouts) + _with_regions(apply_text(entries), regions, region_apply_text))
+    return max(
+        _apply_code(entries),
+        _region_code(regions or []),
+        _layout_code(layouts),
+        key=_SEVERITY.index,
+    )
+
+
+def _layout_code(entries: Sequence[Mapping[str, Any]]) -> int:
+    outcomes = {e.get("outcome") for e in entries}
+    if outcomes & {"failed", "stopped"}:
+        return exitcodes.FAILED
+    if outcomes & {"refused", "held"}:
+        return exitcodes.REFUSED
+    return exitcodes.OK
 
 
 _SEVERITY = [exitcodes.OK, exitcodes.REFUSED, exitcodes.FAILED]

@@ -16,10 +16,11 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from daxd.apply.carving import with_device_rules
 from daxd.apply.executor import ApplyOptions, DeviceResult, Outcome, StepResult, apply_device
 from daxd.apply.report import plan_entry, result_entry
 from daxd.apply.settle import SETTLE_LIMIT, SETTLE_QUIET, progress, wait_settled
-from daxd.kernel.model import BlockState, HotplugSettings
+from daxd.kernel.model import BlockState, HotplugSettings, KernelState
 from daxd.kernel.roots import Roots
 from daxd.kernel.scan import DeviceReading, read_device, read_state
 from daxd.kernel.sysfs import Sysfs
@@ -28,6 +29,7 @@ from daxd.plan.planner import device_sort_key, plan_device
 from daxd.plan.steps import DevicePlan, Verdict
 from daxd.policy.model import Policy
 from daxd.service.drift import DriftAction, DriftFacts, decide, takes_memory_away
+from daxd.service.layouts import LayoutKeeper
 from daxd.service.regions import RegionKeeper, RegionStatus
 from daxd.service.status import DeviceState, DeviceStatus
 
@@ -147,6 +149,13 @@ class Reconciler:
     # again while they show the same (memory that never arrives would cost every pass a wait).
     given_up: dict[str, tuple[object, ...]] = field(default_factory=dict)
     _regions: RegionKeeper | None = None
+    _layouts: LayoutKeeper | None = None
+
+    @property
+    def layouts(self) -> LayoutKeeper:
+        if self._layouts is None:
+            self._layouts = LayoutKeeper(self.config.sysfs)
+        return self._layouts
 
     @property
     def regions(self) -> RegionKeeper:
@@ -171,10 +180,22 @@ class Reconciler:
         elif not batch.policy.regions:
             keeper.status.clear()
         unknown_block = any(b not in self.block_owner for b in batch.blocks)
+        layouts = self.layouts
+        if (
+            batch.policy.layouts
+            and names is not None
+            and any(layouts.concerns(_region_of(n)) for n in names)
+        ):
+            names = None  # a device of a laid-out (or unknown) region: the layouts first
         gone: set[str] = set()
         diagnostics: tuple[str, ...] | None = None
         if names is None or unknown_block or self.hotplug is None:
             state = read_state(self.config.sysfs)
+            if batch.policy.layouts:
+                state = self._lay_out(batch, state)
+            else:
+                layouts.status.clear()
+                layouts.rules = {}
             self.hotplug = state.hotplug
             diagnostics = tuple(str(d) for d in state.diagnostics)
             for d in diagnostics:
@@ -186,6 +207,8 @@ class Reconciler:
             chosen = set(names) | {self.block_owner[b] for b in batch.blocks}
         plans: dict[str, dict[str, Any]] = {}
         results: dict[str, dict[str, Any]] = {}
+        if layouts.rules:
+            batch = replace(batch, policy=with_device_rules(batch.policy, layouts.rules))
         for name in sorted(chosen, key=device_sort_key):
             if self.stop.is_set():
                 break
@@ -209,6 +232,25 @@ class Reconciler:
             regions=regions,
             waiting=region_pass.waiting if region_pass is not None else (),
         )
+
+    def _lay_out(self, batch: Batch, state: KernelState) -> KernelState:
+        """The policy's layouts carved where needed; the state as it is afterwards."""
+        opts = ApplyOptions(
+            proc_root=self.config.roots.proc,
+            offline_timeout=batch.offline_timeout or self.config.offline_timeout,
+            runtime_dir=self.config.roots.runtime,
+            should_stop=self.stop.is_set,
+        )
+        done = self.layouts.run(batch.policy, state, opts, requested=batch.request_all)
+        if not done.changed:
+            return state
+        # daxd's own doing, never drift: what it knew of these devices no longer holds.
+        for name, device in state.devices.items():
+            if device.region_id in done.changed and name in self.tracked:
+                self.tracked[name].known = None
+        state = read_state(self.config.sysfs)
+        self.layouts.refresh(state)
+        return state
 
     def _note_events(self, batch: Batch) -> None:
         for key, at in batch.seen:
@@ -431,6 +473,14 @@ class _Progress:
         self._known = {b.index: b for b in reading.blocks}
         current = view(reading.device, reading.blocks, hotplug)
         self._r._publish(self._name, current, self._plan, DeviceState.PENDING, "")
+
+
+def _region_of(name: str) -> int:
+    """R of daxR.N (-1 for a name that is not a dax device's)."""
+    try:
+        return int(name[3:].split(".", 1)[0])
+    except ValueError:
+        return -1
 
 
 def describe_change(before: DeviceView | None, after: DeviceView) -> str:
