@@ -317,6 +317,8 @@ def fit(
     multiple of the region's align, each device starts at a multiple of it (the kernel itself
     would take a smaller one and leave the devices after it misaligned).
     """
+    if region_align <= 0:
+        raise ValueError(f"a region's align is a positive number of bytes, not {region_align}")
     aligns = [region_align if d.align is None else d.align for d in layout.devices]
     for index, (entry, align) in enumerate(zip(layout.devices, aligns, strict=True)):
         if align < region_align:
@@ -325,8 +327,9 @@ def fit(
                 f"{show_bytes(region_align)}; a device's align is at least its region's"
             )
         if entry.size.kind is SizeKind.BYTES and entry.size.bytes % align:
+            whose = "the region's" if entry.align is None else "its"
             return (
-                f"{_where(layout, index)}: {entry.size} is not a multiple of the region's align "
+                f"{_where(layout, index)}: {entry.size} is not a multiple of {whose} align "
                 f"{show_bytes(align)}"
             )
     units = [_Unit.of(d, a, block_size) for d, a in zip(layout.devices, aligns, strict=True)]
