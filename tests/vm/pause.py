@@ -2,8 +2,9 @@
 that point of real work instead of racing it.
 
 PAUSE is an audit hook that the guest's python loads through a .pth file. While daxd's service
-has DAXD_LAB_PAUSE_AT set, the first open of that path writes /run/daxd/lab-paused (the CXL
-region being built, when the path is on the cxl bus; else "paused") and sleeps. INSTALL_PAUSE
+has DAXD_LAB_PAUSE_AT set, the first open of that path for writing writes /run/daxd/lab-paused
+(the CXL region being built, when the path is on the cxl bus; else "paused") and sleeps. Reads
+of the same path go on. INSTALL_PAUSE
 defines the shell functions the scenarios use: ``lab_pause_at PATH`` and ``lab_pause_off``.
 Put PAUSE into the scenario's files as ``pause.py``.
 """
@@ -29,9 +30,18 @@ def _what():
     return regions[0] if regions else "none"
 
 
+def _writing(mode, flags):
+    # builtins.open passes its mode; os.open (what daxd's Sysfs uses) its flags
+    if isinstance(mode, str):
+        return any(c in mode for c in "wa+")
+    return isinstance(flags, int) and bool(flags & (os.O_WRONLY | os.O_RDWR))
+
+
 def _hook(event, args):
     if event != "open" or not isinstance(args[0], (str, bytes)) or os.fsdecode(args[0]) != AT:
         return
+    if not _writing(args[1], args[2]):
+        return  # reads of the same attribute go on
     with open("/run/daxd/lab-paused", "w") as f:
         f.write(_what())
     time.sleep(600)
