@@ -57,7 +57,10 @@ DRIVERS = (DEVDAX, KMEM)
 BUS = "bus/dax"
 DAX_MAJOR = 252  # [facts] dev 252:0
 Bound = Literal["auto", "device_dax", "kmem"] | None
-PAGE_SIZE = 4096  # also memremap_compat_align() on x86-64: the floor of alloc_is_aligned()
+PAGE_SIZE = 4096
+# memremap_compat_align() on x86-64: SUBSECTION_SIZE (only powerpc has its own), the floor of
+# alloc_is_aligned(): sizes and range lengths are whole 2 MiB even with align 4K [lab: probe]
+COMPAT_ALIGN = 2 << 20
 # dax_align_valid() on x86-64 with transparent hugepages (PMD) and PUD-sized THP support.
 VALID_ALIGNS = (PAGE_SIZE, 2 << 20, 1 << 30)
 _U64 = 1 << 64
@@ -445,7 +448,7 @@ class DaxBus:
             raise einval()
         if d.driver is not None:
             raise oserror(errno.EBUSY)
-        if any((e - s + 1) % max(align, PAGE_SIZE) for s, e in d.ranges):
+        if any((e - s + 1) % max(align, COMPAT_ALIGN) for s, e in d.ranges):
             raise einval()
         d.align = align
         self.render_device(d)
@@ -474,7 +477,7 @@ class DaxBus:
     @staticmethod
     def _aligned(d: FakeDevice, size: int) -> bool:
         """alloc_is_aligned()."""
-        return size % max(d.align, PAGE_SIZE) == 0
+        return size % max(d.align, COMPAT_ALIGN) == 0
 
     # --- matching, probe and remove ------------------------------------------------------------
     def _match(self, drv: str, d: FakeDevice) -> bool:

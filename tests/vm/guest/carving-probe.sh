@@ -114,7 +114,7 @@ seen create-reads "$(id_of "$(cat "$REGION/create")")"
 seen seed-after-create "$(id_of "$(cat "$REGION/seed")")"
 seen new-size "$(cat "$DAX/devices/$D1/size")"
 seen new-align "$(cat "$DAX/devices/$D1/align")"
-seen new-resource "$(printf '0x%x' $(($(cat "$DAX/devices/$D1/resource")) - BASE))"
+seen new-resource "$(printf '0x%x' $(( $(cat "$DAX/devices/$D1/resource") - BASE )))"
 seen new-driver "$(lab_driver "$D1")"
 seen new-memmap "$(cat "$DAX/devices/$D1/memmap_on_memory")"
 for f in create delete seed available_size size align id; do
@@ -155,7 +155,7 @@ device size-third "$D2" size $((64 * MIB))
 seen ranges-third "$(ranges "$D2")"
 device grow-id0-around "$DEV" size $((QUARTER + 64 * MIB))
 seen ranges-id0-after-grow "$(ranges "$DEV")"
-seen resource-id0-after-grow "$(printf '0x%x' $(($(cat "$DAX/devices/$DEV/resource")) - BASE))"
+seen resource-id0-after-grow "$(printf '0x%x' $(( $(cat "$DAX/devices/$DEV/resource") - BASE )))"
 seen page-offset-id0-mapping1 "$(cat "$DAX/devices/$DEV/mapping1/page_offset" 2> /dev/null)"
 device shrink-id0-back "$DEV" size "$QUARTER"
 seen ranges-id0-after-shrink-back "$(ranges "$DEV")"
