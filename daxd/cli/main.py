@@ -307,7 +307,8 @@ def _check(args: argparse.Namespace) -> int:
     policy = _load(args, path)
     files = ", ".join(policy.sources) or str(path)
     regions = f", {len(policy.regions)} region(s)" if policy.regions else ""
-    print(f"{files}: valid, {len(policy.rules)} rule(s){regions}")
+    layouts = f", {len(policy.layouts)} layout(s)" if policy.layouts else ""
+    print(f"{files}: valid, {len(policy.rules)} rule(s){regions}{layouts}")
     return exitcodes.OK
 
 
