@@ -29,9 +29,9 @@ from daxd.kernel.model import (
     DaxRegion,
     HotplugSettings,
     KernelState,
-    KernelZone,
     MemoryBlock,
 )
+from daxd.plan.planner import removal_blockers
 from daxd.policy.layouts import Fitted, Layout, fit
 from daxd.policy.model import Actions, Mode, Policy, Rule
 from daxd.policy.regions import show_bytes
@@ -148,15 +148,8 @@ def _release_blocker(
         return f"{device.name} is bound to driver {device.driver!r}, which daxd does not manage"
     if device.driver == DRIVER_DEVDAX and device.name in users:
         return f"/dev/{device.name} is in use ({users[device.name]})"
-    if device.driver == DRIVER_KMEM and blocks:
-        if not hotplug.hotremove:
-            return "the kernel cannot remove memory (CONFIG_MEMORY_HOTREMOVE is off)"
-        pinned = [b.index for b in blocks if b.removable is False]
-        if pinned:
-            return f"{device.name}: memory{pinned[0]} is not removable (removable=0)"
-        mixed = [b.index for b in blocks if b.online and b.zone is KernelZone.NONE]
-        if mixed:
-            return f"{device.name}: memory{mixed[0]} spans several zones and cannot go offline"
+    if device.driver == DRIVER_KMEM and (why := removal_blockers(blocks, hotplug)):
+        return f"{device.name}: {why}"
     return None
 
 

@@ -105,7 +105,7 @@ def _with(plan: DevicePlan, **changes: Any) -> DevicePlan:
     return replace(plan, **changes)
 
 
-def _removal_blockers(blocks: tuple[MemoryBlock, ...], hotplug: HotplugSettings) -> str | None:
+def removal_blockers(blocks: tuple[MemoryBlock, ...], hotplug: HotplugSettings) -> str | None:
     """Why kmem could not give this memory back, or None."""
     if blocks and not hotplug.hotremove:
         return "the kernel cannot remove memory (CONFIG_MEMORY_HOTREMOVE is off)"
@@ -154,7 +154,7 @@ def _plan_devdax(
         return _with(plan, reason="bound to device_dax as the rule wants")
     steps: list[Step] = []
     if device.driver == DRIVER_KMEM:
-        blocker = _removal_blockers(blocks, hotplug)
+        blocker = removal_blockers(blocks, hotplug)
         if blocker:
             return _with(
                 plan, verdict=Verdict.REFUSED, reason=f"cannot go back to devdax: {blocker}"
@@ -254,7 +254,7 @@ def _plan_system_ram(
     # Bound to kmem already: the memory is system RAM; settle memmap, then the blocks.
     notes: list[str] = []
     if memmap_differs:
-        problem = _removal_blockers(blocks, hotplug)
+        problem = removal_blockers(blocks, hotplug)
         if problem:
             notes.append(f"memmap_on_memory stays {in_effect}: {problem}")
         else:

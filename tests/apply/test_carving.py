@@ -175,3 +175,11 @@ def test_a_static_pmem_region_takes_no_layout(tmp_path: Path) -> None:
     [planned] = plan_layouts(policy, read_state(kernel.sysfs))
     assert planned.plan.verdict is CarveVerdict.REFUSED
     assert "is static (pmem)" in planned.plan.reason
+
+
+def test_memory_that_cannot_go_offline_is_not_carved(kernel: FakeKernel) -> None:
+    pinned = blocks(kernel, "dax0.0")[3].index
+    kernel.set_removable(pinned, False)
+    [planned] = plan_layouts(Policy(rules=(), layouts=(SPLIT,)), read_state(kernel.sysfs))
+    assert planned.plan.verdict is CarveVerdict.REFUSED
+    assert f"dax0.0: memory{pinned} not removable (removable=0)" in planned.plan.reason
